@@ -1,0 +1,61 @@
+"""Storing a validated report as a run."""
+
+import logging
+
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import BackupRun
+
+log = logging.getLogger(__name__)
+
+
+def store_run(job, report, received_at):
+    """Store `report` as a run of `job` and commit; return (run, created).
+
+    A report whose run_id the job already sent is not stored again: the
+    first run is returned with created False.
+    """
+    if report.client_run_id is not None:
+        existing = _find_by_client_run_id(job, report.client_run_id)
+        if existing is not None:
+            return existing, False
+
+    run = BackupRun(
+        job_id=job.id,
+        client_run_id=report.client_run_id,
+        kind=report.kind,
+        status=report.status,
+        started_at=report.started_at,
+        finished_at=report.finished_at,
+        duration_seconds=report.duration_seconds,
+        size_bytes=report.size_bytes,
+        exit_code=report.exit_code,
+        error=report.error,
+        log_tail=report.log_tail,
+        log_truncated_bytes=report.log_truncated_bytes,
+        storage_backend=report.storage_backend,
+        received_at=received_at,
+    )
+    db.session.add(run)
+    if job.last_run_at is None or job.last_run_at < received_at:
+        job.last_run_at = received_at
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Two requests with the same run_id raced; the other one was stored.
+        db.session.rollback()
+        existing = _find_by_client_run_id(job, report.client_run_id)
+        if report.client_run_id is None or existing is None:
+            raise
+        return existing, False
+    log.info("Run %s: stored for job %s (%s, %s)", run.id, job.id, run.kind, run.status)
+    return run, True
+
+
+def _find_by_client_run_id(job, client_run_id):
+    return db.session.execute(
+        db.select(BackupRun).where(
+            BackupRun.job_id == job.id, BackupRun.client_run_id == client_run_id
+        )
+    ).scalar_one_or_none()

@@ -1,0 +1,44 @@
+"""RQ entry points: thin functions that open an app context and call the domain.
+
+The worker imports this module by name. Outside an app context (the `rq
+worker` process) each function builds the application once per process.
+"""
+
+import logging
+from contextlib import contextmanager
+
+from flask import has_app_context
+
+log = logging.getLogger(__name__)
+_app = None
+
+
+@contextmanager
+def app_context():
+    """Enter the current app context, or the process's own app when there is none."""
+    global _app
+    if has_app_context():
+        yield
+        return
+    if _app is None:
+        from app import create_app
+
+        _app = create_app()
+    with _app.app_context():
+        yield
+
+
+def process_run(run_id):
+    """Check one stored run and raise or resolve its alerts."""
+    from app.monitoring.checks import process_run as check_run
+
+    with app_context():
+        return check_run(run_id)
+
+
+def sweep_unchecked_runs():
+    """Enqueue runs that were stored but never checked (Redis was down)."""
+    from app.monitoring.sweeper import enqueue_unchecked_runs
+
+    with app_context():
+        return enqueue_unchecked_runs()

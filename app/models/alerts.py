@@ -1,0 +1,85 @@
+"""Alerts raised by the checks."""
+
+from sqlalchemy import ForeignKey, Index, Integer, JSON, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.types import SeverityType, UTCDateTime, utcnow
+
+ALERT_TYPES = (
+    "BACKUP_FAILURE",
+    "SIZE_DEVIATION",
+    "DURATION_THRESHOLD",
+    "STORAGE_CAPACITY",
+    "INTEGRITY_FAILURE",
+    "RESTORE_FAILURE",
+    "MISSED_BACKUP",
+)
+ALERT_STATUSES = ("ACTIVE", "ACKNOWLEDGED", "RESOLVED")
+OPEN_STATUSES = ("ACTIVE", "ACKNOWLEDGED")
+
+
+class Alert(db.Model):
+    __tablename__ = "alerts"
+    __table_args__ = (
+        # At most one open alert per dedup key. The partial index makes the
+        # deduplication hold even when two workers raise at the same moment.
+        Index(
+            "uq_alerts_open_dedup_key",
+            "dedup_key",
+            unique=True,
+            sqlite_where=text("status != 'RESOLVED'"),
+            postgresql_where=text("status != 'RESOLVED'"),
+        ),
+        # Active alerts by severity and time (the list and the summary).
+        Index("ix_alerts_status_severity_last_seen", "status", "severity", "last_seen_at"),
+        Index("ix_alerts_job_status", "job_id", "status"),
+        Index("ix_alerts_resolved_at", "resolved_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_type: Mapped[str] = mapped_column(String(32))
+    severity = mapped_column(SeverityType, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    # Alert type plus subject, for example "BACKUP_FAILURE:job:7".
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text)
+    details = mapped_column(JSON, nullable=False, default=dict)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("backup_runs.id", ondelete="SET NULL"))
+    storage_backend: Mapped[str | None] = mapped_column(String(100))
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    last_seen_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    acknowledged_at = mapped_column(UTCDateTime)
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    resolved_at = mapped_column(UTCDateTime)
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    job = relationship("BackupJob")
+    run = relationship("BackupRun")
+
+    @property
+    def is_open(self):
+        return self.status in OPEN_STATUSES
+
+    def to_dict(self):
+        return {
+            "id": self.id,
+            "type": self.alert_type,
+            "severity": self.severity.name,
+            "status": self.status,
+            "message": self.message,
+            "details": self.details,
+            "job": {"id": self.job_id, "name": self.job.name} if self.job_id else None,
+            "run_id": self.run_id,
+            "storage_backend": self.storage_backend,
+            "occurrences": self.occurrences,
+            "created_at": self.created_at.isoformat(),
+            "last_seen_at": self.last_seen_at.isoformat(),
+            "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+        }
+
+    def __str__(self):
+        return f"{self.alert_type} #{self.id}"

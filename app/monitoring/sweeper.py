@@ -1,0 +1,34 @@
+"""Recovery of runs that were stored while the queue was unavailable."""
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+
+from app.extensions import db
+from app.models import BackupRun, utcnow
+from app.queue import enqueue_run_check
+
+log = logging.getLogger(__name__)
+# Enough to drain a long Redis outage in a few sweeps without one huge query.
+SWEEP_BATCH = 1000
+
+
+def enqueue_unchecked_runs(now=None):
+    """Enqueue checks for runs still unchecked after SWEEP_AFTER_SECONDS; return how many."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=current_app.config["SWEEP_AFTER_SECONDS"])
+    run_ids = db.session.execute(
+        db.select(BackupRun.id)
+        .where(BackupRun.checked_at.is_(None), BackupRun.received_at <= cutoff)
+        .order_by(BackupRun.received_at)
+        .limit(SWEEP_BATCH)
+    ).scalars().all()
+    enqueued = 0
+    for run_id in run_ids:
+        if not enqueue_run_check(run_id):
+            break
+        enqueued += 1
+    if run_ids:
+        log.info("Sweeper: enqueued %s of %s unchecked runs", enqueued, len(run_ids))
+    return enqueued

@@ -1,0 +1,40 @@
+"""The RQ queue: connection and enqueueing, tolerant of a Redis outage."""
+
+import logging
+
+import redis
+from flask import current_app
+from rq import Queue
+
+log = logging.getLogger(__name__)
+
+
+def get_redis():
+    """Return a Redis connection for the configured REDIS_URL (cached per app)."""
+    conn = current_app.extensions.get("backwatch_redis")
+    if conn is None:
+        url = current_app.config["REDIS_URL"]
+        if not url:
+            raise RuntimeError("REDIS_URL is not set; start Redis or use `make run`, which starts one")
+        timeout = current_app.config["REDIS_SOCKET_TIMEOUT"]
+        conn = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        current_app.extensions["backwatch_redis"] = conn
+    return conn
+
+
+def get_queue():
+    return Queue(current_app.config["RQ_QUEUE"], connection=get_redis())
+
+
+def enqueue_run_check(run_id):
+    """Put the check of run `run_id` on the queue; return False if Redis failed.
+
+    The run is already committed, so a failure here loses nothing: the
+    sweeper enqueues unchecked runs later.
+    """
+    try:
+        get_queue().enqueue("app.jobs.process_run", run_id, job_id=f"process-run-{run_id}")
+    except (redis.RedisError, OSError, RuntimeError) as exc:
+        log.warning("Run %s: not enqueued, the sweeper will retry: %s", run_id, exc)
+        return False
+    return True
