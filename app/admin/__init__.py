@@ -15,7 +15,7 @@ def init_admin(app):
         index_view=ConsoleIndexView(url="/admin"),
         theme=Bootstrap4Theme(base_template="admin/backwatch_base.html", fluid=True),
     )
-    admin.add_view(AlertView(Alert, db.session, name="Alerts", endpoint="alerts", url="/admin/backups/alerts"))
-    admin.add_view(JobView(BackupJob, db.session, name="Jobs", endpoint="jobs", url="/admin/backups/jobs"))
-    admin.add_view(RunView(BackupRun, db.session, name="Runs", endpoint="runs", url="/admin/backups/runs"))
+    admin.add_view(AlertView(Alert, db, name="Alerts", endpoint="alerts", url="/admin/backups/alerts"))
+    admin.add_view(JobView(BackupJob, db, name="Jobs", endpoint="jobs", url="/admin/backups/jobs"))
+    admin.add_view(RunView(BackupRun, db, name="Runs", endpoint="runs", url="/admin/backups/runs"))
     return admin

@@ -2,9 +2,11 @@
 
 import codecs
 import json
+import re
 
 # Characters that PostgreSQL text columns reject or that break display.
 _NUL = "\x00"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -57,11 +59,8 @@ def clean_text(value):
     """
     if _NUL in value:
         value = value.replace(_NUL, "\ufffd")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
-    return value
+    # json.loads joins valid surrogate pairs, so any surrogate left is lone.
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def tail(text, max_bytes):
