@@ -103,13 +103,18 @@ def queue(app):
 
 @pytest.fixture
 def run_worker(app, queue):
-    """Return a function that drains the queue with a real RQ worker in burst mode."""
+    """Return a function that drains the queue with a real RQ worker in burst mode.
+
+    The function returns the ids of jobs that failed, so a test can assert
+    that none did.
+    """
 
     def drain():
         with app.app_context():
-            worker = SimpleWorker([Queue(queue.name, connection=queue.connection)], connection=queue.connection)
-            worker.work(burst=True)
-            return worker
+            worker_queue = Queue(queue.name, connection=queue.connection)
+            SimpleWorker([worker_queue], connection=queue.connection).work(burst=True)
+            assert worker_queue.count == 0
+            return worker_queue.failed_job_registry.get_job_ids()
 
     return drain
 

