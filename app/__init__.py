@@ -7,6 +7,7 @@ import secrets
 from flask import Flask, jsonify, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.config import Config
@@ -56,7 +57,7 @@ def create_app(overrides=None):
 
 
 def _health():
-    """Answer 200 when the database answers; load balancers poll this."""
+    """Return 200 while the database responds; load balancers poll this."""
     db.session.execute(db.text("SELECT 1"))
     return jsonify({"status": "ok"})
 
@@ -108,6 +109,15 @@ def _register_error_handlers(app):
             return exc
         field = "token" if exc.code == 404 and request.path.startswith("/hooks/") else "request"
         return jsonify({"error": {"field": field, "message": exc.description}}), exc.code
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(exc):
+        # Locked SQLite file or lost PostgreSQL connection: nothing was
+        # stored, and the same request may succeed in a moment.
+        db.session.rollback()
+        log.warning("Request %s %s: database unavailable: %s", request.method, request.path, exc.orig)
+        body = {"error": {"field": None, "message": "database unavailable; nothing was stored, retry shortly"}}
+        return jsonify(body), 503, {"Retry-After": "5"}
 
     @app.errorhandler(Exception)
     def unexpected_error(exc):

@@ -43,7 +43,7 @@ class Config:
 
     # Runs stored but not checked after this many seconds are enqueued again.
     SWEEP_AFTER_SECONDS = _int("BACKWATCH_SWEEP_AFTER_SECONDS", 60)
-    # A Redis that does not answer quickly must not hold up a hook request.
+    # A Redis that does not respond quickly must not hold up a hook request.
     REDIS_SOCKET_TIMEOUT = _float("BACKWATCH_REDIS_SOCKET_TIMEOUT", 2.0)
 
     API_MAX_PER_PAGE = 200

@@ -80,6 +80,8 @@ def test_hook_unknown_token_404(app, client, make_job):
     [
         ("{not json", "body", "invalid JSON"),
         ("[1, 2]", "body", "JSON object"),
+        ("[" * 100_000 + "]" * 100_000, "body", "nested too deeply"),
+        ('{"size_bytes": ' + "9" * 5000 + "}", "body", "digits"),
         ({"status": "done"}, "status", "one of"),
         ({"kind": "archive"}, "kind", "one of"),
         ({"size_bytes": "big"}, "size_bytes", "integer"),
@@ -235,3 +237,19 @@ def test_hook_get_not_allowed(client, make_job):
     response = client.get(f"/hooks/{token}")
     assert response.status_code == 405
     assert "error" in response.json
+
+
+def test_hook_database_down_503(redis_url):
+    from app import create_app
+
+    # Nothing listens on port 1 of loopback, so the connection is refused.
+    down_app = create_app({
+        "TESTING": True,
+        "SECRET_KEY": "x",
+        "SQLALCHEMY_DATABASE_URI": "postgresql://postgres@127.0.0.1:1/backwatch",
+        "REDIS_URL": redis_url,
+    })
+    response = post(down_app.test_client(), "some-token", {"status": "success"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "retry" in response.json["error"]["message"]

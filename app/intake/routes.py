@@ -20,7 +20,7 @@ def error_response(status, field, message):
 
 @bp.post("/hooks/<token>")
 def completion_hook(token):
-    """Store one run report; answer 202 with the run id."""
+    """Store one run report and return 202 with the run id."""
     job = BackupJob.find_by_token(token)
     if job is None:
         return error_response(404, "token", "no job has this token; check the URL the job reports to")

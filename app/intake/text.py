@@ -20,8 +20,9 @@ def decode_body(raw, charset=None):
     """Return the request body as text, whatever its encoding.
 
     Order: the charset the client declared, a byte-order mark, UTF-8, UTF-16
-    without a mark (every other byte zero), and finally Windows-1252, which
-    maps every byte, so a Latin-1 script's report is stored readably.
+    without a mark (every other byte zero), and finally Windows-1252 with the
+    five bytes it leaves undefined replaced, so a Latin-1 script's report is
+    stored readably.
     """
     if charset:
         try:
@@ -54,8 +55,8 @@ def _guess_utf16_without_bom(raw):
 def clean_text(value):
     """Return `value` with NUL characters and lone surrogates replaced by U+FFFD.
 
-    JSON may carry both as escapes; PostgreSQL rejects NUL in text and no
-    encoder accepts a lone surrogate.
+    JSON may carry both as escapes. PostgreSQL rejects NUL in text, and
+    UTF-8 cannot encode a lone surrogate.
     """
     if _NUL in value:
         value = value.replace(_NUL, "\ufffd")
@@ -91,3 +92,5 @@ def parse_json_text(text):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None

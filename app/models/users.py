@@ -10,7 +10,7 @@ from app.models.types import Severity, SeverityType, UTCDateTime, utcnow
 
 CHANNELS = ("in_app", "email", "sms")
 
-# What a user receives until they change it.
+# Channel settings of a user who has not changed them.
 DEFAULT_PREFERENCES = {
     "in_app": (True, Severity.WARNING),
     "email": (True, Severity.WARNING),
