@@ -2,6 +2,12 @@
 
 from app.models.alerts import Alert  # noqa: F401
 from app.models.jobs import BackupJob, BackupRun  # noqa: F401
-from app.models.notifications import Notification  # noqa: F401
+from app.models.notifications import (  # noqa: F401
+    AlertEvent,
+    Delivery,
+    Notification,
+    NotificationTemplate,
+    WebhookEndpoint,
+)
 from app.models.types import Severity, utcnow  # noqa: F401
 from app.models.users import NotificationPreference, User  # noqa: F401

@@ -1,0 +1,1 @@
+"""Notifications: one module per channel, and the dispatcher that writes deliveries."""
