@@ -46,6 +46,25 @@ class Config:
     # A Redis that does not respond quickly must not hold up a hook request.
     REDIS_SOCKET_TIMEOUT = _float("BACKWATCH_REDIS_SOCKET_TIMEOUT", 2.0)
 
+    # Email (Flask-Mail settings) and delivery retries.
+    MAIL_SERVER = os.environ.get("MAIL_SERVER", "localhost")
+    MAIL_PORT = _int("MAIL_PORT", 25)
+    MAIL_USE_TLS = os.environ.get("MAIL_USE_TLS", "").lower() in ("1", "true", "yes")
+    MAIL_USE_SSL = os.environ.get("MAIL_USE_SSL", "").lower() in ("1", "true", "yes")
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
+    MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "Backwatch <backwatch@localhost>")
+    MAIL_TIMEOUT_SECONDS = _float("MAIL_TIMEOUT_SECONDS", 30.0)
+    # How many pending emails of one event share one SMTP connection.
+    MAIL_BATCH_SIZE = _int("BACKWATCH_MAIL_BATCH_SIZE", 100)
+    BACKUP_ALERT_WEBHOOK_URL = os.environ.get("BACKUP_ALERT_WEBHOOK_URL")
+    BACKUP_ALERT_WEBHOOK_SECRET = os.environ.get("BACKUP_ALERT_WEBHOOK_SECRET")
+    BACKUP_ALERT_WEBHOOK_FORMAT = os.environ.get("BACKUP_ALERT_WEBHOOK_FORMAT", "backwatch")
+    # Attempts per delivery, and the backoff between them: base * 2**(attempt-1), capped.
+    DELIVERY_MAX_ATTEMPTS = _int("BACKWATCH_DELIVERY_MAX_ATTEMPTS", 8)
+    DELIVERY_BACKOFF_BASE_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_BASE_SECONDS", 30.0)
+    DELIVERY_BACKOFF_MAX_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_MAX_SECONDS", 3600.0)
+
     API_MAX_PER_PAGE = 200
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -35,11 +35,23 @@ def app_context():
 
 
 def process_run(run_id):
-    """Check one stored run and raise or resolve its alerts."""
+    """Check one stored run, raise or resolve its alerts, and enqueue their deliveries."""
     from app.monitoring.checks import process_run as check_run
 
     with app_context():
         return check_run(run_id)
+
+
+def send_delivery(delivery_id):
+    """Send one delivery and put any failed-but-retryable ones back on the queue."""
+    from app.notifications.send import deliver
+    from app.queue import enqueue_delivery
+
+    with app_context():
+        retries = deliver(delivery_id)
+        for retry_id, delay in retries.items():
+            enqueue_delivery(retry_id, delay_seconds=delay)
+        return retries
 
 
 def sweep_unchecked_runs():

@@ -1,6 +1,7 @@
 """The RQ queue: connection and enqueueing, tolerant of a Redis outage."""
 
 import logging
+from datetime import timedelta
 
 import redis
 from flask import current_app
@@ -36,5 +37,24 @@ def enqueue_run_check(run_id):
         get_queue().enqueue("app.jobs.process_run", run_id, job_id=f"process-run-{run_id}")
     except (redis.RedisError, OSError, RuntimeError) as exc:
         log.warning("Run %s: not enqueued, the sweeper will retry: %s", run_id, exc)
+        return False
+    return True
+
+
+def enqueue_delivery(delivery_id, delay_seconds=None):
+    """Put delivery `delivery_id` on the queue, now or after `delay_seconds`.
+
+    Returns False if Redis failed; the delivery stays pending in the
+    database and the sweeper enqueues it later.
+    """
+    job_id = f"delivery-{delivery_id}"
+    try:
+        queue = get_queue()
+        if delay_seconds:
+            queue.enqueue_in(timedelta(seconds=delay_seconds), "app.jobs.send_delivery", delivery_id, job_id=job_id)
+        else:
+            queue.enqueue("app.jobs.send_delivery", delivery_id, job_id=job_id)
+    except (redis.RedisError, OSError, RuntimeError) as exc:
+        log.warning("Delivery %s: not enqueued, the sweeper will retry: %s", delivery_id, exc)
         return False
     return True

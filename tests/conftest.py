@@ -63,6 +63,11 @@ def app(database_url, redis_url):
         "REDIS_URL": redis_url,
         "RQ_QUEUE": "backwatch-test",
         "BASE_URL": "http://backwatch.test",
+        # Nothing listens on port 1 of loopback: a test that sends email
+        # starts its own SMTP server and points these at it.
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": 1,
+        "DELIVERY_BACKOFF_BASE_SECONDS": 1.0,
     })
     with app.app_context():
         upgrade()

@@ -30,6 +30,7 @@ class Notification(db.Model):
 
     user = relationship("User")
     alert = relationship("Alert")
+    delivery = relationship("Delivery")
 
 
 EVENT_TYPES = ("raised", "escalated", "reminder", "resolved", "digest")

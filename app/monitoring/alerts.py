@@ -3,14 +3,13 @@
 import logging
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 
 from app.extensions import db
-from app.models import Alert, Notification, Severity, User, utcnow
+from app.models import Alert, Severity, utcnow
 from app.models.alerts import ALERT_TYPES, OPEN_STATUSES
+from app.notifications.dispatcher import record_event
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +29,9 @@ def create_backup_alert_with_notifications(
     """Raise an alert, or update the open one for the same condition.
 
     Returns (alert, event) where event is "raised", "escalated" or None when
-    an open alert only recorded another occurrence. Users whose in-app
-    preference accepts the severity get a notification for raised and
-    escalated events. The caller commits.
+    an open alert only recorded another occurrence. Raised and escalated
+    events fan out into deliveries by each user's preferences. The caller
+    commits, with commit_and_dispatch() so the deliveries are enqueued.
     """
     if alert_type not in ALERT_TYPES:
         raise ValueError(f"unknown alert type {alert_type!r}")
@@ -44,7 +43,7 @@ def create_backup_alert_with_notifications(
     if alert is None:
         alert = _insert_alert(key, alert_type, severity, message, details, job, run, storage_backend, now)
         if alert is not None:
-            _notify_users(alert, "raised")
+            record_event(alert, "raised", now=now)
             log.info("Alert %s: raised %s %s (%s)", alert.id, severity.name, alert_type, key)
             return alert, "raised"
         # Another worker opened it first; record this as an occurrence.
@@ -52,7 +51,7 @@ def create_backup_alert_with_notifications(
 
     event = _record_occurrence(alert, severity, message, details, run, now)
     if event:
-        _notify_users(alert, event)
+        record_event(alert, event, now=now)
         log.info("Alert %s: escalated to %s", alert.id, severity.name)
     return alert, event
 
@@ -65,7 +64,7 @@ def resolve_alerts(alert_type, job=None, storage_backend=None, now=None, reason=
     alert.status = "RESOLVED"
     alert.resolved_at = now or utcnow()
     alert.details = {**(alert.details or {}), "resolution": reason}
-    _notify_users(alert, "resolved")
+    record_event(alert, "resolved", now=alert.resolved_at)
     log.info("Alert %s: resolved (%s)", alert.id, reason)
     return alert
 
@@ -151,19 +150,3 @@ def _record_occurrence(alert, severity, message, details, run, now):
         alert.severity = severity
         return "escalated"
     return None
-
-
-def _notify_users(alert, event):
-    """Create in-app notifications for every user whose preference accepts the alert."""
-    link = f"{current_app.config['BASE_URL'].rstrip('/')}/admin/backups/alerts/details/?id={alert.id}"
-    verb = {"raised": "", "escalated": "Escalated: ", "resolved": "Resolved: "}[event]
-    title = f"{verb}[{alert.severity.name}] {alert.message}"[:300]
-    users = db.session.execute(
-        db.select(User).where(User.is_active_user.is_(True)).options(selectinload(User.preferences))
-    ).scalars()
-    for user in users:
-        enabled, min_severity = user.preference_for("in_app")
-        if enabled and alert.severity >= min_severity:
-            db.session.add(
-                Notification(user_id=user.id, alert=alert, event=event, title=title, body=alert.message, link=link)
-            )

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from app.extensions import db
 from app.models import BackupRun, Severity, utcnow
 from app.monitoring.alerts import create_backup_alert_with_notifications, resolve_alerts
+from app.notifications.dispatcher import commit_and_dispatch
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def process_run(run_id, now=None):
     if run.kind == "backup" and run.status == "success":
         check_size(run, now)
         check_duration(run, now)
-    db.session.commit()
+    commit_and_dispatch()
     log.info("Run %s: checked", run_id)
     return True
 
