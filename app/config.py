@@ -55,6 +55,8 @@ class Config:
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "Backwatch <backwatch@localhost>")
     MAIL_TIMEOUT_SECONDS = _float("MAIL_TIMEOUT_SECONDS", 30.0)
+    # The name sent in EHLO; None means the machine's fully qualified name.
+    MAIL_LOCAL_HOSTNAME = os.environ.get("MAIL_LOCAL_HOSTNAME")
     # How many pending emails of one event share one SMTP connection.
     MAIL_BATCH_SIZE = _int("BACKWATCH_MAIL_BATCH_SIZE", 100)
     BACKUP_ALERT_WEBHOOK_URL = os.environ.get("BACKUP_ALERT_WEBHOOK_URL")
@@ -64,6 +66,25 @@ class Config:
     DELIVERY_MAX_ATTEMPTS = _int("BACKWATCH_DELIVERY_MAX_ATTEMPTS", 8)
     DELIVERY_BACKOFF_BASE_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_BASE_SECONDS", 30.0)
     DELIVERY_BACKOFF_MAX_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_MAX_SECONDS", 3600.0)
+
+    # Outbound HTTP (webhooks). Hosts that resolve to private, loopback,
+    # link-local or other non-public addresses are rejected unless the address
+    # is inside one of these comma-separated CIDRs, for example
+    # "10.20.0.0/16,fd12:3456::/48". A cloud metadata address needs an entry
+    # for that single address. The timeout, in seconds, bounds the connection
+    # and each wait for response data.
+    WEBHOOK_ALLOWED_NETWORKS = os.environ.get("BACKWATCH_WEBHOOK_ALLOWED_NETWORKS", "")
+    WEBHOOK_TIMEOUT_SECONDS = _float("BACKWATCH_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+
+    # SMS through Twilio. The auth token is a secret and is never logged.
+    TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID")
+    TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN")
+    # The sender, in E.164 form such as "+15017122661".
+    TWILIO_FROM_NUMBER = os.environ.get("TWILIO_FROM_NUMBER")
+    # Replaces https://api.twilio.com when set, for example with a local test server.
+    TWILIO_API_BASE_URL = os.environ.get("TWILIO_API_BASE_URL") or None
+    # Seconds, applied as the connect timeout and again as the response (read) timeout.
+    TWILIO_TIMEOUT_SECONDS = _float("BACKWATCH_TWILIO_TIMEOUT_SECONDS", 10.0)
 
     API_MAX_PER_PAGE = 200
     SESSION_COOKIE_HTTPONLY = True

@@ -67,6 +67,7 @@ def app(database_url, redis_url):
         # starts its own SMTP server and points these at it.
         "MAIL_SERVER": "127.0.0.1",
         "MAIL_PORT": 1,
+        "MAIL_LOCAL_HOSTNAME": "backwatch.test",
         "DELIVERY_BACKOFF_BASE_SECONDS": 1.0,
     })
     with app.app_context():
@@ -164,3 +165,15 @@ def admin_client(client, make_user):
     response = login(client, "admin@example.com", "admin password 1")
     assert response.status_code == 302
     return client
+
+
+@pytest.fixture
+def smtp_server(app, monkeypatch):
+    """A real SMTP server on loopback, with the app's mail settings pointed at it."""
+    from tests.smtp import SMTPServer
+
+    server = SMTPServer().start()
+    monkeypatch.setitem(app.config, "MAIL_SERVER", "127.0.0.1")
+    monkeypatch.setitem(app.config, "MAIL_PORT", server.port)
+    yield server
+    server.stop()

@@ -3,6 +3,7 @@
 import logging
 import smtplib
 import socket
+from email.utils import make_msgid, parseaddr
 
 from flask import current_app
 from flask_mail import BadHeaderError, Connection, Message
@@ -23,7 +24,10 @@ class TimeoutConnection(Connection):
     def configure_host(self):
         timeout = current_app.config["MAIL_TIMEOUT_SECONDS"]
         smtp_class = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
-        host = smtp_class(self.mail.server, self.mail.port, timeout=timeout)
+        # Without local_hostname smtplib calls socket.getfqdn(), which can
+        # wait on a DNS server that does not answer.
+        local_hostname = current_app.config["MAIL_LOCAL_HOSTNAME"]
+        host = smtp_class(self.mail.server, self.mail.port, local_hostname=local_hostname, timeout=timeout)
         if self.mail.use_tls:
             host.starttls()
         if self.mail.username and self.mail.password:
@@ -33,14 +37,20 @@ class TimeoutConnection(Connection):
 
 def build_message(to, rendered):
     """Return a Flask-Mail message with a plain-text part and, if rendered, an HTML part."""
-    return Message(
+    sender = current_app.config["MAIL_DEFAULT_SENDER"]
+    message = Message(
         subject=rendered.subject or "Backwatch",
         recipients=[to],
         body=rendered.text,
         html=rendered.html,
-        sender=current_app.config["MAIL_DEFAULT_SENDER"],
+        sender=sender,
         charset="utf-8",
     )
+    # The Message-ID takes the sender's domain. Flask-Mail's default asks
+    # socket.getfqdn(), which can wait a minute on an unreachable DNS server.
+    address = sender[1] if isinstance(sender, tuple) else parseaddr(sender)[1]
+    message.msgId = make_msgid(domain=address.rpartition("@")[2] or "backwatch.invalid")
+    return message
 
 
 def send_batch(messages):
@@ -64,14 +74,17 @@ def send_batch(messages):
             try:
                 connection.send(message)
                 results[key] = message.msgId
-            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused, BadHeaderError) as exc:
+                # The server refused this message only. smtplib already sent
+                # RSET, so the connection is ready for the next one.
+                results[key] = _classify(exc)
+            except OSError as exc:
+                # Lost connection or timeout (SMTPServerDisconnected is an
+                # OSError too): the rest of the batch is retried later.
                 error = _classify(exc)
                 for rest_key, _ in messages[index:]:
                     results[rest_key] = error
                 break
-            except (smtplib.SMTPException, BadHeaderError) as exc:
-                results[key] = _classify(exc)
-                _reset(connection)
     finally:
         _quit(connection)
     return results
@@ -100,14 +113,6 @@ def _classify(exc):
 def _reply_error(what, code, reply):
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     return DeliveryError(f"{what}: {code} {text}", permanent=500 <= code < 600, status_code=code)
-
-
-def _reset(connection):
-    """Clear the SMTP transaction after a refused message so the next one can go."""
-    try:
-        connection.host.rset()
-    except (smtplib.SMTPException, OSError, AttributeError):
-        pass
 
 
 def _quit(connection):
