@@ -1,6 +1,6 @@
 """The reference app for bench/hook_intake.py: the hook's route, with no work.
 
-It reads the body and answers 202 with a JSON body shaped like the real
+It reads the body and returns 202 with a JSON body shaped like the real
 hook's, so the ratio hook/bare isolates what Backwatch adds per request.
 Run it with `gunicorn bench.bare_app:app` from the repository root.
 """

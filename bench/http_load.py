@@ -3,9 +3,9 @@
 Used by bench/hook_intake.py when wrk is not installed. It sends at most
 --requests requests and stops after --max-seconds, whichever comes first,
 then prints one line: BENCH_RESULT followed by a JSON summary. CPython
-threads share one core's worth of interpreter, so this generator saturates
-sooner than wrk; the ratio between two servers measured with it stays
-comparable, the absolute rates less so.
+threads share one interpreter lock, so this generator uses more CPU per
+request than wrk and saturates sooner. Ratios between two servers measured
+with it stay comparable, but the absolute rates are lower.
 """
 
 import argparse

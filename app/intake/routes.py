@@ -43,10 +43,10 @@ def completion_hook(token):
     except ValueError as exc:
         return error_response(400, "body", str(exc))
 
-    run, created = store_run(job, report, received_at)
+    run_id, created = store_run(job, report, received_at)
     if created:
-        enqueue_run_check(run.id)
-    return jsonify({"run_id": run.id, "duplicate": not created}), 202
+        enqueue_run_check(run_id)
+    return jsonify({"run_id": run_id, "duplicate": not created}), 202
 
 
 def _read_body():

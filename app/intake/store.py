@@ -11,15 +11,15 @@ log = logging.getLogger(__name__)
 
 
 def store_run(job, report, received_at):
-    """Store `report` as a run of `job` and commit; return (run, created).
+    """Store `report` as a run of `job` and commit; return (run id, created).
 
     A report whose run_id the job already sent is not stored again: the
-    first run is returned with created False.
+    first run's id is returned with created False.
     """
     if report.client_run_id is not None:
-        existing = _find_by_client_run_id(job, report.client_run_id)
-        if existing is not None:
-            return existing, False
+        existing_id = _find_by_client_run_id(job.id, report.client_run_id)
+        if existing_id is not None:
+            return existing_id, False
 
     run = BackupRun(
         job_id=job.id,
@@ -40,22 +40,25 @@ def store_run(job, report, received_at):
     db.session.add(run)
     if job.last_run_at is None or job.last_run_at < received_at:
         job.last_run_at = received_at
+    # Keep the ids before the commit: reading them after it would reload
+    # both rows, two extra queries on the hottest path.
+    job_id = job.id
     try:
+        db.session.flush()
+        run_id = run.id
         db.session.commit()
     except IntegrityError:
         # Two requests with the same run_id raced; the other one was stored.
         db.session.rollback()
-        existing = _find_by_client_run_id(job, report.client_run_id)
-        if report.client_run_id is None or existing is None:
+        existing_id = _find_by_client_run_id(job_id, report.client_run_id)
+        if report.client_run_id is None or existing_id is None:
             raise
-        return existing, False
-    log.info("Run %s: stored for job %s (%s, %s)", run.id, job.id, run.kind, run.status)
-    return run, True
+        return existing_id, False
+    log.info("Run %s: stored for job %s (%s, %s)", run_id, job_id, report.kind, report.status)
+    return run_id, True
 
 
-def _find_by_client_run_id(job, client_run_id):
+def _find_by_client_run_id(job_id, client_run_id):
     return db.session.execute(
-        db.select(BackupRun).where(
-            BackupRun.job_id == job.id, BackupRun.client_run_id == client_run_id
-        )
+        db.select(BackupRun.id).where(BackupRun.job_id == job_id, BackupRun.client_run_id == client_run_id)
     ).scalar_one_or_none()

@@ -92,7 +92,10 @@ class BackupRun(db.Model):
         UniqueConstraint("job_id", "client_run_id"),
         # A job's latest runs, and the check's baseline of recent successful runs.
         Index("ix_backup_runs_job_finished", "job_id", "finished_at"),
-        Index("ix_backup_runs_job_kind_status_finished", "job_id", "kind", "status", "finished_at"),
+        # id is the tie-breaker in the baseline's ORDER BY; with it in the
+        # index PostgreSQL reads the window directly instead of filtering
+        # the job's newest runs by kind and status.
+        Index("ix_backup_runs_job_kind_status_finished", "job_id", "kind", "status", "finished_at", "id"),
         # The sweeper looks for runs that were stored but never checked.
         Index("ix_backup_runs_unchecked", "checked_at", "received_at"),
     )

@@ -67,7 +67,7 @@ def upgrade():
     )
     with op.batch_alter_table('backup_runs', schema=None) as batch_op:
         batch_op.create_index('ix_backup_runs_job_finished', ['job_id', 'finished_at'], unique=False)
-        batch_op.create_index('ix_backup_runs_job_kind_status_finished', ['job_id', 'kind', 'status', 'finished_at'], unique=False)
+        batch_op.create_index('ix_backup_runs_job_kind_status_finished', ['job_id', 'kind', 'status', 'finished_at', 'id'], unique=False)
         batch_op.create_index('ix_backup_runs_unchecked', ['checked_at', 'received_at'], unique=False)
 
     op.create_table('notification_preferences',
