@@ -100,7 +100,17 @@ def register_schedule():
         click.echo(line)
 
 
+@click.command("create-backup-alert-templates")
+def create_backup_alert_templates():
+    """Create the email and SMS templates; never overwrite one an admin edited."""
+    from app.notifications.templates import create_builtin_templates
+
+    for name, action in create_builtin_templates():
+        click.echo(f"{name}: {action}")
+
+
 def register_commands(app):
+    app.cli.add_command(create_backup_alert_templates)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(register_schedule)

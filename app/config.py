@@ -63,6 +63,8 @@ class Config:
     BACKUP_ALERT_WEBHOOK_SECRET = os.environ.get("BACKUP_ALERT_WEBHOOK_SECRET")
     BACKUP_ALERT_WEBHOOK_FORMAT = os.environ.get("BACKUP_ALERT_WEBHOOK_FORMAT", "backwatch")
     # Attempts per delivery, and the backoff between them: base * 2**(attempt-1), capped.
+    # A delivery claimed longer ago than this belongs to a worker that died.
+    DELIVERY_CLAIM_TIMEOUT_SECONDS = _int("BACKWATCH_DELIVERY_CLAIM_TIMEOUT_SECONDS", 600)
     DELIVERY_MAX_ATTEMPTS = _int("BACKWATCH_DELIVERY_MAX_ATTEMPTS", 8)
     DELIVERY_BACKOFF_BASE_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_BASE_SECONDS", 30.0)
     DELIVERY_BACKOFF_MAX_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_MAX_SECONDS", 3600.0)

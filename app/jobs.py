@@ -55,8 +55,8 @@ def send_delivery(delivery_id):
 
 
 def sweep_unchecked_runs():
-    """Enqueue runs that were stored but never checked (Redis was down)."""
-    from app.monitoring.sweeper import enqueue_unchecked_runs
+    """Enqueue runs never checked and deliveries left pending (Redis was down, a worker died)."""
+    from app.monitoring.sweeper import enqueue_stalled_deliveries, enqueue_unchecked_runs
 
     with app_context():
-        return enqueue_unchecked_runs()
+        return enqueue_unchecked_runs(), enqueue_stalled_deliveries()

@@ -69,6 +69,9 @@ def app(database_url, redis_url):
         "MAIL_PORT": 1,
         "MAIL_LOCAL_HOSTNAME": "backwatch.test",
         "DELIVERY_BACKOFF_BASE_SECONDS": 1.0,
+        # Twilio requests go to a closed loopback port unless a test starts
+        # its own Twilio-shaped server; never to the real API.
+        "TWILIO_API_BASE_URL": "http://127.0.0.1:1",
     })
     with app.app_context():
         upgrade()

@@ -2,10 +2,20 @@
 
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
+from flask_login import current_user
 
+from app.admin.notification_views import (
+    DeliveryView,
+    InboxView,
+    PreferencesView,
+    TemplateView,
+    UserView,
+    WebhookEndpointView,
+    unread_count,
+)
 from app.admin.views import AlertView, ConsoleIndexView, JobView, RunView
 from app.extensions import db
-from app.models import Alert, BackupJob, BackupRun
+from app.models import Alert, BackupJob, BackupRun, Delivery, NotificationTemplate, User, WebhookEndpoint
 
 
 def init_admin(app):
@@ -18,4 +28,18 @@ def init_admin(app):
     admin.add_view(AlertView(Alert, db, name="Alerts", endpoint="alerts", url="/admin/backups/alerts"))
     admin.add_view(JobView(BackupJob, db, name="Jobs", endpoint="jobs", url="/admin/backups/jobs"))
     admin.add_view(RunView(BackupRun, db, name="Runs", endpoint="runs", url="/admin/backups/runs"))
+    admin.add_view(InboxView(name="Inbox", endpoint="inbox", url="/admin/notifications"))
+    admin.add_view(PreferencesView(name="My preferences", endpoint="preferences", url="/admin/preferences"))
+    notifications = "Notifications"
+    admin.add_view(DeliveryView(Delivery, db, name="Deliveries", endpoint="deliveries", url="/admin/notifications/deliveries", category=notifications))
+    admin.add_view(TemplateView(NotificationTemplate, db, name="Templates", endpoint="templates", url="/admin/notifications/templates", category=notifications))
+    admin.add_view(WebhookEndpointView(WebhookEndpoint, db, name="Webhooks", endpoint="webhooks", url="/admin/notifications/webhooks", category=notifications))
+    admin.add_view(UserView(User, db, name="Users", endpoint="users", url="/admin/users"))
+
+    @app.context_processor
+    def inject_unread_count():
+        if current_user.is_authenticated:
+            return {"unread_notifications": unread_count(current_user)}
+        return {}
+
     return admin

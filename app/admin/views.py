@@ -55,7 +55,7 @@ class SecureModelView(LoginRequiredMixin, ModelView):
         return current_user.is_authenticated and current_user.is_platform_admin
 
 
-def _severity(view, context, model, name):
+def column_severity(view, context, model, name):
     severity = getattr(model, name)
     return Markup('<span class="severity-{0}">{0}</span>').format(severity.name) if severity else ""
 
@@ -103,7 +103,7 @@ class AlertView(SecureModelView):
     )
     column_searchable_list = ("message",)
     column_sortable_list = ("id", "severity", "alert_type", "status", "occurrences", "last_seen_at")
-    column_formatters = {"severity": _severity, "job": _job_link, "run": _run_link}
+    column_formatters = {"severity": column_severity, "job": _job_link, "run": _run_link}
 
     @property
     def can_edit(self):

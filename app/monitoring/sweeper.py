@@ -32,3 +32,44 @@ def enqueue_unchecked_runs(now=None):
     if run_ids:
         log.info("Sweeper: enqueued %s of %s unchecked runs", enqueued, len(run_ids))
     return enqueued
+
+
+def enqueue_stalled_deliveries(now=None):
+    """Re-enqueue due pending deliveries, and release claims of workers that died.
+
+    A delivery stuck in "sending" past DELIVERY_CLAIM_TIMEOUT_SECONDS was
+    claimed by a worker that did not finish; it goes back to pending. Its
+    message may have gone out before the worker died, so it can arrive twice.
+    """
+    from sqlalchemy import or_, update
+
+    from app.models import Delivery
+    from app.queue import enqueue_delivery
+
+    now = now or utcnow()
+    stale = now - timedelta(seconds=current_app.config["DELIVERY_CLAIM_TIMEOUT_SECONDS"])
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.status == "sending", Delivery.claimed_at <= stale)
+        .values(status="pending", claimed_at=None, updated_at=now)
+    )
+    db.session.commit()
+    cutoff = now - timedelta(seconds=current_app.config["SWEEP_AFTER_SECONDS"])
+    ids = db.session.execute(
+        db.select(Delivery.id)
+        .where(
+            Delivery.status == "pending",
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            Delivery.updated_at <= cutoff,
+        )
+        .order_by(Delivery.id)
+        .limit(SWEEP_BATCH)
+    ).scalars().all()
+    enqueued = 0
+    for delivery_id in ids:
+        if not enqueue_delivery(delivery_id):
+            break
+        enqueued += 1
+    if ids:
+        log.info("Sweeper: enqueued %s of %s pending deliveries", enqueued, len(ids))
+    return enqueued

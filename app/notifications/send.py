@@ -95,7 +95,7 @@ def _send_one(delivery):
         if delivery.channel == "webhook":
             url, secret, fmt = _webhook_target(delivery)
             body = webhook.build_payload(context, fmt)
-            status = webhook.send_webhook(url, secret, body, delivery_id=delivery.id)
+            status = webhook.send_webhook(url, secret, body, delivery_id=delivery.id, event=context["event"])
             return f"HTTP {status}", None
     except DeliveryError as exc:
         return exc, None
