@@ -21,6 +21,7 @@ migrate: setup
 
 run: migrate
 	$(BIN)/flask users ensure-admin
+	$(BIN)/flask create-backup-alert-templates
 	$(BIN)/python -m app.launcher
 
 test: setup

@@ -6,7 +6,7 @@ import shlex
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -92,6 +92,7 @@ def create_user(email, admin, password):
 
 
 @click.command("register-schedule")
+@with_appcontext
 def register_schedule():
     """Register the periodic jobs with rq-scheduler (safe to run again)."""
     from app.schedule import register_periodic_jobs
@@ -101,6 +102,7 @@ def register_schedule():
 
 
 @click.command("create-backup-alert-templates")
+@with_appcontext
 def create_backup_alert_templates():
     """Create the email and SMS templates; never overwrite one an admin edited."""
     from app.notifications.templates import create_builtin_templates
