@@ -79,6 +79,17 @@ def app(database_url, redis_url):
 
 
 @pytest.fixture(autouse=True)
+def local_fqdn(monkeypatch):
+    """Answer socket.getfqdn() locally.
+
+    Flask-Mail's Message() calls email.utils.make_msgid(), which calls
+    socket.getfqdn(); on a machine whose DNS server does not answer, that
+    call can block for a minute.
+    """
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "backwatch.test")
+
+
+@pytest.fixture(autouse=True)
 def clean_state(app, redis_url):
     """Empty every table and the Redis database around each test."""
     yield

@@ -196,3 +196,31 @@ def test_sms_delivery_to_twilio_shape(ctx, app, monkeypatch, run_worker):
     [sms] = deliveries("sms")
     assert sms.status == "sent"
     assert sms.provider_message_id.startswith("SM")
+
+
+def test_digest_goes_to_platform_admins(ctx, smtp_server, run_worker):
+    from app.notifications.dispatcher import record_event
+
+    admin = add_user("admin@example.com", phone="+41446681800")
+    admin.is_platform_admin = True
+    add_user("viewer@example.com")
+    db.session.commit()
+    payload = {"total": 1, "by_type": {"BACKUP_FAILURE": 1},
+               "jobs": [{"job": "db", "alerts": [{"severity": "CRITICAL", "message": "Backup failed", "url": "#"}]}]}
+    record_event(None, "digest", payload)
+    commit_and_dispatch()
+    assert run_worker() == []
+    assert {(d.channel, d.recipient_key) for d in deliveries()} == {("in_app", f"user:{admin.id}"), ("email", f"user:{admin.id}")}
+    [(_, rcpt_tos, message)] = smtp_server.messages
+    assert rcpt_tos == ["admin@example.com"]
+    assert "1 open alerts" in message["Subject"]
+
+
+def test_reminder_event_fans_out(ctx):
+    from app.notifications.dispatcher import record_event
+
+    add_user("a@example.com")
+    alert = raise_alert(make_job())
+    record_event(alert, "reminder")
+    commit_and_dispatch()
+    assert [d.alert_event.event for d in deliveries("email")] == ["raised", "reminder"]

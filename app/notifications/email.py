@@ -38,6 +38,8 @@ class TimeoutConnection(Connection):
 def build_message(to, rendered):
     """Return a Flask-Mail message with a plain-text part and, if rendered, an HTML part."""
     sender = current_app.config["MAIL_DEFAULT_SENDER"]
+    # NOTE: Message() itself still calls socket.getfqdn() once, through
+    # make_msgid(); where reverse DNS does not answer, that call is slow.
     message = Message(
         subject=rendered.subject or "Backwatch",
         recipients=[to],
