@@ -88,6 +88,32 @@ class Config:
     # Seconds, applied as the connect timeout and again as the response (read) timeout.
     TWILIO_TIMEOUT_SECONDS = _float("BACKWATCH_TWILIO_TIMEOUT_SECONDS", 10.0)
 
+    # Storage credentials (secrets, never logged or stored in the database).
+    # Cloudflare R2: the bucket is at https://<R2_ACCOUNT_ID>.r2.cloudflarestorage.com
+    # unless R2_ENDPOINT_URL replaces it, for example with a local test server.
+    R2_ACCOUNT_ID = os.environ.get("R2_ACCOUNT_ID")
+    R2_ACCESS_KEY_ID = os.environ.get("R2_ACCESS_KEY_ID")
+    R2_SECRET_ACCESS_KEY = os.environ.get("R2_SECRET_ACCESS_KEY")
+    R2_ENDPOINT_URL = os.environ.get("R2_ENDPOINT_URL") or None
+    # Backblaze B2: the application key ID and the application key. The native
+    # API finds the account's region itself, so B2_REGION is not used by the
+    # B2 backend; it is kept for S3-compatible tools (s3.<region>.backblazeb2.com).
+    B2_ACCESS_KEY_ID = os.environ.get("B2_ACCESS_KEY_ID")
+    B2_SECRET_ACCESS_KEY = os.environ.get("B2_SECRET_ACCESS_KEY")
+    B2_REGION = os.environ.get("B2_REGION")
+    # Buckets defined by the environment (app.storage.backends_from_settings),
+    # and their quotas in bytes.
+    R2_BUCKET_NAME = os.environ.get("R2_BUCKET_NAME")
+    R2_QUOTA_BYTES = _int("R2_QUOTA_BYTES", None)
+    B2_BUCKET_NAME = os.environ.get("B2_BUCKET_NAME")
+    B2_QUOTA_BYTES = _int("B2_QUOTA_BYTES", None)
+
+    # Storage capacity: percent thresholds (per backend overridable) and the forecast.
+    STORAGE_WARNING_PERCENT = _float("BACKWATCH_STORAGE_WARNING_PERCENT", 80.0)
+    STORAGE_CRITICAL_PERCENT = _float("BACKWATCH_STORAGE_CRITICAL_PERCENT", 90.0)
+    STORAGE_FORECAST_HISTORY_DAYS = _int("BACKWATCH_STORAGE_FORECAST_HISTORY_DAYS", 14)
+    STORAGE_FORECAST_WARNING_DAYS = _int("BACKWATCH_STORAGE_FORECAST_WARNING_DAYS", 14)
+
     API_MAX_PER_PAGE = 200
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -6,11 +6,14 @@ worker` process) each function builds the application once per process.
 
 import logging
 from contextlib import contextmanager
+from datetime import timedelta
 
 from flask import has_app_context
 
 log = logging.getLogger(__name__)
 _app = None
+# The hourly storage check is tried this many times, 5 minutes apart.
+STORAGE_CHECK_MAX_ATTEMPTS = 3
 
 
 def use_app(app):
@@ -40,6 +43,51 @@ def process_run(run_id):
 
     with app_context():
         return check_run(run_id)
+
+
+def verify_run_artifact(run_id):
+    """Ask the run's storage backend for the object it reported and check size and checksum."""
+    from app.extensions import db
+    from app.models import BackupRun, utcnow
+    from app.monitoring.artifacts import evaluate_artifact, find_backend
+    from app.monitoring.capacity import backend_client
+    from app.notifications.dispatcher import commit_and_dispatch
+    from app.storage import StorageError
+
+    with app_context():
+        run = db.session.get(BackupRun, run_id)
+        if run is None or run.object_key is None:
+            return None
+        backend = find_backend(run)
+        info, error = None, None
+        if backend is None:
+            error = "no storage backend with this name is configured"
+        else:
+            try:
+                info = backend_client(backend).get_object(run.object_key)
+            except StorageError as exc:
+                error = str(exc)
+        problems = evaluate_artifact(run, info, utcnow(), error=error)
+        commit_and_dispatch()
+        return problems
+
+
+def monitor_storage_capacity(attempt=1):
+    """Measure every storage backend; on an unexpected failure, try again in 5 minutes.
+
+    The failure is re-raised so that it reaches RQ's failed job registry.
+    """
+    from app.monitoring.capacity import check_storage_capacity
+    from app.queue import get_queue
+
+    with app_context():
+        try:
+            return check_storage_capacity()
+        except Exception:
+            if attempt < STORAGE_CHECK_MAX_ATTEMPTS:
+                get_queue().enqueue_in(timedelta(minutes=5), monitor_storage_capacity, attempt + 1)
+                log.warning("Storage check failed (attempt %s), retrying in 5 minutes", attempt)
+            raise
 
 
 def send_delivery(delivery_id):

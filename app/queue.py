@@ -41,6 +41,16 @@ def enqueue_run_check(run_id):
     return True
 
 
+def enqueue_artifact_check(run_id):
+    """Put the artifact check of run `run_id` on the queue; return False if Redis failed."""
+    try:
+        get_queue().enqueue("app.jobs.verify_run_artifact", run_id, job_id=f"verify-artifact-{run_id}")
+    except (redis.RedisError, OSError, RuntimeError) as exc:
+        log.warning("Run %s: artifact check not enqueued: %s", run_id, exc)
+        return False
+    return True
+
+
 def enqueue_delivery(delivery_id, delay_seconds=None):
     """Put delivery `delivery_id` on the queue, now or after `delay_seconds`.
 

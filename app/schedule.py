@@ -9,6 +9,7 @@ from app.queue import get_redis
 # Fixed ids: registering again replaces a job instead of adding a second one.
 PERIODIC_JOBS = (
     ("backwatch-sweep-unchecked-runs", "* * * * *", "app.jobs.sweep_unchecked_runs"),
+    ("backwatch-monitor-storage-capacity", "0 * * * *", "app.jobs.monitor_storage_capacity"),
 )
 
 

@@ -253,3 +253,31 @@ def test_hook_database_down_503(redis_url):
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert "retry" in response.json["error"]["message"]
+
+
+def test_hook_stores_artifact_fields(app, client, make_job):
+    _, token = make_job()
+    digest = "ab" * 32
+    response = post(client, token, {
+        "status": "success", "storage_backend": "r2", "object_key": "db/2026-12-01.dump", "sha256": digest.upper(),
+    })
+    assert response.status_code == 202
+    run = stored_run(app, response.json["run_id"])
+    assert run.object_key == "db/2026-12-01.dump"
+    assert run.sha256 == digest
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"object_key": "x"}, "object_key"),
+        ({"storage_backend": "r2", "object_key": "x", "sha256": "abc"}, "sha256"),
+        ({"storage_backend": "r2", "sha256": "ab" * 32}, "sha256"),
+    ],
+)
+def test_hook_rejects_bad_artifact(app, client, make_job, body, field):
+    _, token = make_job()
+    response = post(client, token, body)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
+    assert run_count(app) == 0

@@ -13,9 +13,19 @@ from app.admin.notification_views import (
     WebhookEndpointView,
     unread_count,
 )
+from app.admin.storage_views import StorageBackendView
 from app.admin.views import AlertView, ConsoleIndexView, JobView, RunView
 from app.extensions import db
-from app.models import Alert, BackupJob, BackupRun, Delivery, NotificationTemplate, User, WebhookEndpoint
+from app.models import (
+    Alert,
+    BackupJob,
+    BackupRun,
+    Delivery,
+    NotificationTemplate,
+    StorageBackend,
+    User,
+    WebhookEndpoint,
+)
 
 
 def init_admin(app):
@@ -28,6 +38,7 @@ def init_admin(app):
     admin.add_view(AlertView(Alert, db, name="Alerts", endpoint="alerts", url="/admin/backups/alerts"))
     admin.add_view(JobView(BackupJob, db, name="Jobs", endpoint="jobs", url="/admin/backups/jobs"))
     admin.add_view(RunView(BackupRun, db, name="Runs", endpoint="runs", url="/admin/backups/runs"))
+    admin.add_view(StorageBackendView(StorageBackend, db, name="Storage", endpoint="storage", url="/admin/storage"))
     admin.add_view(InboxView(name="Inbox", endpoint="inbox", url="/admin/notifications"))
     admin.add_view(PreferencesView(name="My preferences", endpoint="preferences", url="/admin/preferences"))
     notifications = "Notifications"

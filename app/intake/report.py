@@ -1,6 +1,7 @@
 """Validation of the native JSON completion report."""
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -19,8 +20,9 @@ DURATION_TOLERANCE_SECONDS = 1.0
 
 FIELDS = {
     "kind", "status", "started_at", "finished_at", "duration_seconds", "size_bytes",
-    "exit_code", "error", "log", "storage_backend", "run_id",
+    "exit_code", "error", "log", "storage_backend", "run_id", "object_key", "sha256",
 }
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class ReportError(ValueError):
@@ -46,6 +48,8 @@ class Report:
     log_truncated_bytes: int
     storage_backend: str | None
     client_run_id: str | None
+    object_key: str | None = None
+    sha256: str | None = None
 
 
 def parse_report(data, *, received_at, log_max_bytes, error_max_chars):
@@ -78,6 +82,11 @@ def parse_report(data, *, received_at, log_max_bytes, error_max_chars):
         if cut_bytes:
             log_tail = truncation_marker(cut_bytes) + log_tail
 
+    storage_backend = _name(data, "storage_backend", 100)
+    object_key = _name(data, "object_key", 1024)
+    if object_key is not None and storage_backend is None:
+        raise ReportError("object_key", "needs storage_backend, the backend the object is on")
+
     return Report(
         kind=kind,
         status=status,
@@ -89,8 +98,10 @@ def parse_report(data, *, received_at, log_max_bytes, error_max_chars):
         error=error,
         log_tail=log_tail,
         log_truncated_bytes=cut_bytes,
-        storage_backend=_name(data, "storage_backend", 100),
+        storage_backend=storage_backend,
         client_run_id=_name(data, "run_id", 200),
+        object_key=object_key,
+        sha256=_sha256(data),
     )
 
 
@@ -194,4 +205,16 @@ def _name(data, field, max_length):
         raise ReportError(field, "must not be empty")
     if len(value) > max_length:
         raise ReportError(field, f"must be at most {max_length} characters, got {len(value)}")
+    return value
+
+
+def _sha256(data):
+    value = _text(data, "sha256")
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not SHA256_HEX.fullmatch(value):
+        raise ReportError("sha256", "must be 64 hexadecimal characters")
+    if data.get("object_key") is None:
+        raise ReportError("sha256", "needs object_key, the object it is the checksum of")
     return value

@@ -35,6 +35,8 @@ def store_run(job, report, received_at):
         log_tail=report.log_tail,
         log_truncated_bytes=report.log_truncated_bytes,
         storage_backend=report.storage_backend,
+        object_key=report.object_key,
+        sha256=report.sha256,
         received_at=received_at,
     )
     db.session.add(run)

@@ -9,5 +9,6 @@ from app.models.notifications import (  # noqa: F401
     NotificationTemplate,
     WebhookEndpoint,
 )
+from app.models.storage import StorageBackend, UsageReading  # noqa: F401
 from app.models.types import Severity, utcnow  # noqa: F401
 from app.models.users import NotificationPreference, User  # noqa: F401

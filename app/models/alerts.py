@@ -14,6 +14,10 @@ ALERT_TYPES = (
     "INTEGRITY_FAILURE",
     "RESTORE_FAILURE",
     "MISSED_BACKUP",
+    # A storage backend could not be read (credentials, timeout, missing bucket).
+    "STORAGE_ERROR",
+    # A storage backend will be full within the forecast window.
+    "STORAGE_FORECAST",
 )
 ALERT_STATUSES = ("ACTIVE", "ACKNOWLEDGED", "RESOLVED")
 OPEN_STATUSES = ("ACTIVE", "ACKNOWLEDGED")

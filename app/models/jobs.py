@@ -115,6 +115,9 @@ class BackupRun(db.Model):
     # Bytes of the log cut from its start before it was stored.
     log_truncated_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     storage_backend: Mapped[str | None] = mapped_column(String(100))
+    # The object the run produced on storage_backend, and its SHA-256 (hex), if reported.
+    object_key: Mapped[str | None] = mapped_column(String(1024))
+    sha256: Mapped[str | None] = mapped_column(String(64))
     received_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     # Set when the worker claims the run; NULL means not yet checked.
     checked_at = mapped_column(UTCDateTime)

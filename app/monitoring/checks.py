@@ -10,6 +10,7 @@ from app.extensions import db
 from app.models import BackupRun, Severity, utcnow
 from app.monitoring.alerts import create_backup_alert_with_notifications, resolve_alerts
 from app.notifications.dispatcher import commit_and_dispatch
+from app.queue import enqueue_artifact_check
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,11 @@ def process_run(run_id, now=None):
     if run.kind == "backup" and run.status == "success":
         check_size(run, now)
         check_duration(run, now)
+    needs_artifact_check = run.status == "success" and run.object_key is not None
     commit_and_dispatch()
+    if needs_artifact_check:
+        # Asking the backend is network I/O, so it is a job of its own.
+        enqueue_artifact_check(run_id)
     log.info("Run %s: checked", run_id)
     return True
 
