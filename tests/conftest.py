@@ -121,6 +121,21 @@ def queue(app):
         return get_queue()
 
 
+class BurstWorker(SimpleWorker):
+    """SimpleWorker without the command channel.
+
+    rq 3.0.0 reads that pub/sub channel in a thread that waits up to 60 s
+    for a message; closing it at the end of a burst could block for that
+    long. A burst worker in a test needs no remote commands.
+    """
+
+    def subscribe(self):
+        self.pubsub_thread = None
+
+    def unsubscribe(self):
+        pass
+
+
 @pytest.fixture
 def run_worker(app, queue):
     """Return a function that drains the queue with a real RQ worker in burst mode.
@@ -132,7 +147,7 @@ def run_worker(app, queue):
     def drain():
         with app.app_context():
             worker_queue = Queue(queue.name, connection=queue.connection)
-            SimpleWorker([worker_queue], connection=queue.connection).work(burst=True)
+            BurstWorker([worker_queue], connection=queue.connection).work(burst=True)
             assert worker_queue.count == 0
             return worker_queue.failed_job_registry.get_job_ids()
 

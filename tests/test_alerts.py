@@ -186,3 +186,12 @@ def test_summary_counts(job):
     assert summary["by_type"] == {"BACKUP_FAILURE": 1, "SIZE_DEVIATION": 1}
     assert summary["acknowledged"] == 1
     assert summary["resolved_last_24h"] == 1
+
+
+def test_milder_repeat_keeps_message(job):
+    raise_alert(job, "SIZE_DEVIATION", Severity.CRITICAL)
+    create_backup_alert_with_notifications("SIZE_DEVIATION", Severity.WARNING, "24% larger", {"x": 2}, job=job)
+    db.session.commit()
+    [alert] = db.session.execute(db.select(Alert)).scalars().all()
+    assert alert.message == "Backup failed"
+    assert alert.occurrences == 2

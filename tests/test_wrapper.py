@@ -4,6 +4,7 @@ the app served over HTTP on 127.0.0.1, with real tar archives."""
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -18,7 +19,7 @@ from app.models import BackupRun
 WRAPPER = Path(__file__).resolve().parent.parent / "examples" / "backwatch-wrap"
 FILE_BYTES = 32 * 1024
 FILE_COUNT = 8
-# Every wrapper run in these tests finishes within seconds; this only stops a hang.
+# Only stops a hang, because every wrapper run in these tests finishes within seconds.
 RUN_TIMEOUT_SECONDS = 60
 EXIT_OUTPUT_MISSING = 1
 EXIT_REPORT_FAILED = 75
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tar") is None, reason="tar is not 
 
 
 def serve(wsgi_app):
-    """Serve `wsgi_app` on a free port of 127.0.0.1 in a thread; return (base_url, stop)."""
+    """Serve `wsgi_app` on a free port of 127.0.0.1 in a thread and return (base_url, stop)."""
     server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -56,7 +57,7 @@ def closed_port():
 
 
 def wrap(url, command, *options, cwd=None, env_url=None):
-    """Run the wrapper around `command`; return the CompletedProcess (text output)."""
+    """Run the wrapper around `command` and return the CompletedProcess, with text output."""
     env = {key: value for key, value in os.environ.items() if key != "BACKWATCH_URL"}
     if env_url is not None:
         env["BACKWATCH_URL"] = env_url
@@ -67,9 +68,9 @@ def wrap(url, command, *options, cwd=None, env_url=None):
     )
 
 
-def reported_run_id(result):
-    match = re.search(r"reported run (\d+) ", result.stderr)
-    assert match, f"no 'reported run' line in the wrapper's stderr:\n{result.stderr}"
+def reported_run_id(stderr):
+    match = re.search(r"reported run (\d+) ", stderr)
+    assert match, f"no 'reported run' line in the wrapper's stderr:\n{stderr}"
     return int(match.group(1))
 
 
@@ -117,7 +118,7 @@ def test_tar_runs_raise_size_and_failure_alerts(app, base_url, make_job, run_wor
         result = wrap(url, ["tar", "-czf", archive, "source"], "--output", archive,
                       "--storage-backend", "local-disk", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        run = stored_run(app, reported_run_id(result))
+        run = stored_run(app, reported_run_id(result.stderr))
         assert run.status == "success"
         assert run.exit_code == 0
         assert run.size_bytes == (tmp_path / archive).stat().st_size
@@ -127,7 +128,7 @@ def test_tar_runs_raise_size_and_failure_alerts(app, base_url, make_job, run_wor
         sizes.append(run.size_bytes)
     assert max(sizes) < min(sizes) * 1.05
 
-    run_worker()
+    assert run_worker() == []
     assert alerts_of_job(admin_client, "etc-tar", "SIZE_DEVIATION") == []
     assert alerts_of_job(admin_client, "etc-tar", "BACKUP_FAILURE") == []
 
@@ -136,8 +137,8 @@ def test_tar_runs_raise_size_and_failure_alerts(app, base_url, make_job, run_wor
         extra.unlink()
     result = wrap(url, ["tar", "-czf", "shrunk.tar.gz", "source"], "--output", "shrunk.tar.gz", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    shrunk_run_id = reported_run_id(result)
-    run_worker()
+    shrunk_run_id = reported_run_id(result.stderr)
+    assert run_worker() == []
     [size_alert] = alerts_of_job(admin_client, "etc-tar", "SIZE_DEVIATION")
     assert size_alert["severity"] == "CRITICAL"
     assert size_alert["run_id"] == shrunk_run_id
@@ -147,8 +148,8 @@ def test_tar_runs_raise_size_and_failure_alerts(app, base_url, make_job, run_wor
     result = wrap(url, ["tar", "-czf", "failed.tar.gz", "no-such-dir"], "--output", "failed.tar.gz", cwd=tmp_path)
     assert result.returncode == 2
     assert "no-such-dir" in result.stderr
-    failed_run_id = reported_run_id(result)
-    run_worker()
+    failed_run_id = reported_run_id(result.stderr)
+    assert run_worker() == []
     [failure_alert] = alerts_of_job(admin_client, "etc-tar", "BACKUP_FAILURE")
     assert failure_alert["severity"] == "CRITICAL"
     assert failure_alert["run_id"] == failed_run_id
@@ -168,7 +169,7 @@ def test_exit_code_passed_through(app, base_url, make_job, code):
     assert result.returncode == code
     assert "to-stdout" in result.stdout
     assert "to-stderr" in result.stderr
-    run = stored_run(app, reported_run_id(result))
+    run = stored_run(app, reported_run_id(result.stderr))
     assert run.status == "failure"
     assert run.exit_code == code
     assert run.error == f"sh exited with code {code}"
@@ -180,7 +181,7 @@ def test_signal_exit_code_128_plus(app, base_url, make_job):
     _, token = make_job()
     result = wrap(f"{base_url}/hooks/{token}", ["sh", "-c", "kill -TERM $$"])
     assert result.returncode == 128 + 15
-    run = stored_run(app, reported_run_id(result))
+    run = stored_run(app, reported_run_id(result.stderr))
     assert run.exit_code == 128 + 15
     assert "SIGTERM" in run.error
 
@@ -190,7 +191,7 @@ def test_command_not_found_reported(app, base_url, make_job, tmp_path):
     result = wrap(f"{base_url}/hooks/{token}", [str(tmp_path / "no-such-program")])
     assert result.returncode == 127
     assert "command not found" in result.stderr
-    run = stored_run(app, reported_run_id(result))
+    run = stored_run(app, reported_run_id(result.stderr))
     assert run.status == "failure"
     assert run.exit_code == 127
     assert "command not found" in run.error
@@ -202,7 +203,7 @@ def test_missing_output_reported_as_failure(app, base_url, make_job, tmp_path):
     result = wrap(f"{base_url}/hooks/{token}", ["true"], "--output", str(missing))
     assert result.returncode == EXIT_OUTPUT_MISSING
     assert "is missing" in result.stderr
-    run = stored_run(app, reported_run_id(result))
+    run = stored_run(app, reported_run_id(result.stderr))
     assert run.status == "failure"
     assert run.exit_code == 0
     assert run.error == f"output {missing} is missing after the command exited 0"
@@ -216,7 +217,7 @@ def test_directory_output_total_size(app, base_url, make_job, tmp_path):
     (tmp_path / "source" / "nested" / "small.txt").write_text("12345")
     result = wrap(f"{base_url}/hooks/{token}", ["cp", "-r", "source", "copy"], "--output", "copy", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    run = stored_run(app, reported_run_id(result))
+    run = stored_run(app, reported_run_id(result.stderr))
     assert run.size_bytes == 3 * FILE_BYTES + 5
 
 
@@ -228,7 +229,7 @@ def test_log_tail_bounded(app, base_url, make_job):
     assert result.returncode == 3
     assert "line 0\n" in result.stdout
     assert "line 1999\n" in result.stdout
-    run = stored_run(app, reported_run_id(result))
+    run = stored_run(app, reported_run_id(result.stderr))
     assert run.log_tail.endswith("line 1999\nfinal-error\n")
     assert "earlier bytes of output not kept" in run.log_tail
     assert "line 0\n" not in run.log_tail
@@ -239,7 +240,7 @@ def test_url_from_environment(app, base_url, make_job):
     _, token = make_job()
     result = wrap(None, ["true"], env_url=f"{base_url}/hooks/{token}")
     assert result.returncode == 0, result.stderr
-    assert stored_run(app, reported_run_id(result)).status == "success"
+    assert stored_run(app, reported_run_id(result.stderr)).status == "success"
 
 
 def test_missing_url_does_not_run_command(tmp_path):
@@ -275,9 +276,9 @@ def test_unknown_token_error_printed(app, base_url, make_job):
     assert run_count(app) == 0
 
 
-class LoseFirstAnswers:
+class LoseFirstResponses:
     """WSGI middleware that lets the app handle every request but replaces the
-    first `count` answers with a 503, as when a proxy drops the app's answer."""
+    first `count` responses with a 503, as when a proxy loses the app's response."""
 
     def __init__(self, wsgi_app, count):
         self.wsgi_app = wsgi_app
@@ -293,18 +294,18 @@ class LoseFirstAnswers:
         finally:
             getattr(discarded, "close", lambda: None)()
         start_response("503 Service Unavailable", [("Content-Type", "application/json")])
-        return [b'{"error": {"field": null, "message": "upstream answer lost"}}']
+        return [b'{"error": {"field": null, "message": "upstream response lost"}}']
 
 
-def test_retry_after_lost_answer_stored_once(app, make_job):
+def test_retry_after_lost_response_stored_once(app, make_job):
     _, token = make_job()
-    url, stop = serve(LoseFirstAnswers(app, count=1))
+    url, stop = serve(LoseFirstResponses(app, count=1))
     try:
         result = wrap(f"{url}/hooks/{token}", ["true"])
     finally:
         stop()
     assert result.returncode == 0, result.stderr
-    assert "report try 1 of 3 failed (HTTP 503: upstream answer lost)" in result.stderr
+    assert "report try 1 of 3 failed (HTTP 503: upstream response lost)" in result.stderr
     assert "already stored by an earlier try" in result.stderr
     assert run_count(app) == 1
 
@@ -316,6 +317,58 @@ def test_too_large_log_sent_shorter(app, base_url, make_job, monkeypatch):
     result = wrap(f"{base_url}/hooks/{token}", ["sh", "-c", script], "--log-bytes", "65536")
     assert result.returncode == 1
     assert "too large" in result.stderr
-    run = stored_run(app, reported_run_id(result))
+    run = stored_run(app, reported_run_id(result.stderr))
     assert run.log_tail.endswith("line 4999\n")
     assert len(run.log_tail.encode()) < 4096 + 100
+
+
+def test_sigterm_forwarded_and_reported(app, base_url, make_job):
+    _, token = make_job()
+    wrapper = subprocess.Popen(
+        [str(WRAPPER), "--url", f"{base_url}/hooks/{token}", "--", "sh", "-c", "echo started; exec sleep 30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert wrapper.stdout.readline() == "started\n"
+        wrapper.send_signal(signal.SIGTERM)
+        _, stderr = wrapper.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait()
+    assert wrapper.returncode == 128 + signal.SIGTERM
+    run = stored_run(app, reported_run_id(stderr))
+    assert run.status == "failure"
+    assert run.error == "sh was killed by SIGTERM (15)"
+
+
+def test_ctrl_c_reaches_command_run_reported(app, base_url, make_job):
+    _, token = make_job()
+    # A new session plays the part of the terminal's foreground process group.
+    wrapper = subprocess.Popen(
+        [str(WRAPPER), "--url", f"{base_url}/hooks/{token}", "--", "sh", "-c", "echo started; exec sleep 30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert wrapper.stdout.readline() == "started\n"
+        os.killpg(wrapper.pid, signal.SIGINT)
+        _, stderr = wrapper.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait()
+    assert wrapper.returncode == 128 + signal.SIGINT
+    run = stored_run(app, reported_run_id(stderr))
+    assert run.exit_code == 128 + signal.SIGINT
+    assert run.error == "sh was killed by SIGINT (2)"
+
+
+def test_data_on_stdout_not_logged(app, base_url, make_job):
+    _, token = make_job()
+    result = wrap(f"{base_url}/hooks/{token}", ["sh", "-c", "printf backup-data; echo warning-text >&2; exit 5"],
+                  "--data-on-stdout")
+    assert result.returncode == 5
+    assert result.stdout == "backup-data"
+    run = stored_run(app, reported_run_id(result.stderr))
+    assert "warning-text" in run.log_tail
+    assert "backup-data" not in run.log_tail

@@ -142,10 +142,14 @@ def _record_occurrence(alert, severity, message, details, run, now):
     """Update an open alert for a repeated condition; return "escalated" or None."""
     alert.occurrences += 1
     alert.last_seen_at = now
-    alert.message = message
-    alert.details = details or {}
     if run is not None:
         alert.run_id = run.id
+    if severity < alert.severity:
+        # The alert keeps its worst severity, so it keeps the message and
+        # details that explain it; the milder occurrence is only counted.
+        return None
+    alert.message = message
+    alert.details = details or {}
     if severity > alert.severity:
         alert.severity = severity
         return "escalated"
