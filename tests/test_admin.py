@@ -124,3 +124,30 @@ def test_non_admin_cannot_edit(client, make_user, hostile_job):
 
 def test_health_without_login(client):
     assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_storage_page_chart_escapes_name(app, admin_client, tmp_path):
+    from datetime import timedelta
+
+    from app.models import StorageBackend, UsageReading
+
+    with app.app_context():
+        backend = StorageBackend(name=HOSTILE, kind="local", path=str(tmp_path), capacity_bytes=1000)
+        db.session.add(backend)
+        db.session.commit()
+        for day in range(5):
+            db.session.add(UsageReading(
+                backend_id=backend.id, measured_at=utcnow() - timedelta(days=5 - day), used_bytes=500 + 50 * day,
+                capacity_bytes=1000,
+            ))
+        db.session.commit()
+        backend_id = backend.id
+    listing = admin_client.get("/admin/storage/").get_data(as_text=True)
+    assert HOSTILE not in listing
+    assert "full in" in listing
+    page = admin_client.get(f"/admin/storage/details/?id={backend_id}").get_data(as_text=True)
+    assert HOSTILE not in page
+    assert '<svg class="chart"' in page
+    assert 'class="capacity"' in page
+    assert "warning 80%" in page
+    assert 'class="forecast"' in page

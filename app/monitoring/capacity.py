@@ -39,6 +39,7 @@ def check_storage_capacity(now=None, build=None):
 
     build = build or backend_client
     now = now or utcnow()
+    sync_backends_from_settings()
     results = {}
     backends = db.session.execute(
         db.select(StorageBackend).where(StorageBackend.enabled.is_(True)).order_by(StorageBackend.id)
@@ -53,6 +54,27 @@ def check_storage_capacity(now=None, build=None):
             results[backend.name] = record_usage(backend, usage, now)
         commit_and_dispatch()
     return results
+
+
+def sync_backends_from_settings():
+    """Create the backends that R2_BUCKET_NAME and B2_BUCKET_NAME define, once.
+
+    Rows that exist are left alone, so quotas and thresholds changed in the
+    console are kept.
+    """
+    config = current_app.config
+    for kind in ("r2", "b2"):
+        prefix = kind.upper()
+        bucket = config.get(f"{prefix}_BUCKET_NAME")
+        if not bucket:
+            continue
+        exists = db.session.scalar(db.select(StorageBackend.id).where(StorageBackend.name == kind))
+        if exists is None:
+            db.session.add(StorageBackend(
+                name=kind, kind=kind, bucket=bucket, capacity_bytes=config.get(f"{prefix}_QUOTA_BYTES"), enabled=True,
+            ))
+            log.info("Storage %s: created from the %s_BUCKET_NAME setting", kind, prefix)
+    db.session.commit()
 
 
 def backend_client(backend):
