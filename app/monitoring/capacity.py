@@ -1,8 +1,8 @@
 """Storage capacity: readings, threshold alerts and the fill-up forecast.
 
-`check_storage_capacity` is the one place here that calls out (through each
-backend's get_storage_usage); everything it decides is in the functions
-below it, which work on the database alone.
+`check_storage_capacity` is the one function here that does network I/O,
+through each backend's get_storage_usage. The functions below it decide
+from the database alone.
 """
 
 import logging
@@ -165,7 +165,7 @@ def forecast_full(backend, capacity, now):
     """Fit used bytes over the last STORAGE_FORECAST_HISTORY_DAYS by least squares.
 
     Returns None with fewer than three readings or readings spanning less
-    than an hour, since a line through those says nothing.
+    than an hour, because a line through those predicts nothing.
     """
     since = now - timedelta(days=current_app.config["STORAGE_FORECAST_HISTORY_DAYS"])
     rows = db.session.execute(

@@ -14,7 +14,7 @@ from app.queue import enqueue_artifact_check
 
 log = logging.getLogger(__name__)
 
-# Which alert a failed run of each kind raises, and how bad it is.
+# Alert type and severity raised by a failed run of each kind.
 FAILURE_ALERTS = {
     "backup": ("BACKUP_FAILURE", Severity.CRITICAL),
     "verify": ("INTEGRITY_FAILURE", Severity.WARNING),

@@ -53,7 +53,7 @@ def _fan_out_to_user(alert_event, user, severity, now):
         enabled, min_severity = user.preference_for(channel)
         if not enabled or (not digest and severity < min_severity):
             continue
-        # SMS is for emergencies only, whatever the preference says.
+        # SMS is for CRITICAL alerts only, whatever the preference is.
         if channel == "sms" and severity < Severity.CRITICAL:
             continue
         delivery = Delivery(

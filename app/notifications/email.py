@@ -48,7 +48,7 @@ def build_message(to, rendered):
         sender=sender,
         charset="utf-8",
     )
-    # The Message-ID takes the sender's domain. Flask-Mail's default asks
+    # The Message-ID takes the sender's domain. Flask-Mail's default calls
     # socket.getfqdn(), which can wait a minute on an unreachable DNS server.
     address = sender[1] if isinstance(sender, tuple) else parseaddr(sender)[1]
     message.msgId = make_msgid(domain=address.rpartition("@")[2] or "backwatch.invalid")

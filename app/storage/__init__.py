@@ -27,7 +27,7 @@ BACKEND_SETTINGS = ("path", "limit_bytes", "bucket", "quota_bytes")
 def build_backend(kind, name, settings, config=None):
     """Return the backend of `kind` ("local", "r2" or "b2") named `name`.
 
-    `settings` holds "path" and optionally "limit_bytes" for local, and
+    `settings` contains "path" and optionally "limit_bytes" for local, and
     "bucket" and optionally "quota_bytes" for r2 and b2. Credentials come
     from `config`, by default the current Flask app's settings: R2_ACCOUNT_ID,
     R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY and R2_ENDPOINT_URL for r2,

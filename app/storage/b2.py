@@ -29,9 +29,9 @@ class BackblazeB2Storage(StorageBackend):
     """A B2 bucket, measured over every stored file version.
 
     Versions rule, the same for used_bytes and for object_count: every
-    version whose action is "upload" counts, the latest one of each name and
-    every older or hidden one alike, because B2 stores and bills all of
-    them until a lifecycle rule or a delete removes them. Hide markers
+    version whose action is "upload" counts. That covers the latest version
+    of each name and every older or hidden version alike, because B2 stores
+    and bills them all until a lifecycle rule or a delete removes them. Hide markers
     (action "hide") have no content and are not counted. Unfinished large
     files (action "start") are not counted either: the listing reports them
     with no size, although B2 bills the parts already uploaded.
@@ -113,7 +113,11 @@ class BackblazeB2Storage(StorageBackend):
 
     @contextmanager
     def _translate_errors(self, action):
-        """Turn b2sdk errors raised inside the block into StorageError; b2sdk's messages carry no secret."""
+        """Turn b2sdk errors raised inside the block into StorageError.
+
+        b2sdk's exception text is the server's message and code. The tests
+        check that a wrong application key does not appear in it.
+        """
         try:
             yield
         except B2Error as exc:

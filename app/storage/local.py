@@ -101,8 +101,8 @@ class LocalStorage(StorageBackend):
         if not key or os.path.isabs(key):
             raise self.error(f"invalid object key {key!r}: expected a path relative to the folder", StorageError.REASON_INVALID_KEY)
         root = os.path.realpath(self.path)
-        # realpath resolves ".." and symbolic links, so the check below sees
-        # where the key really leads.
+        # realpath resolves ".." and symbolic links, so the check below
+        # compares the folder with the file the key really names.
         file_path = os.path.realpath(os.path.join(root, key))
         if file_path == root or os.path.commonpath([root, file_path]) != root:
             raise self.error(f"invalid object key {key!r}: it leads outside the folder", StorageError.REASON_INVALID_KEY)

@@ -79,7 +79,7 @@ class CloudflareR2Storage(StorageBackend):
     def get_storage_usage(self):
         """List the whole bucket with ListObjectsV2, one page at a time, in constant memory.
 
-        Only IsTruncated says whether more pages follow, because a page may
+        Only IsTruncated decides whether more pages follow, because a page may
         hold fewer than MaxKeys keys while more remain. A truncated page
         without NextContinuationToken, or a token that comes back, raises
         StorageError instead of listing forever.
@@ -142,7 +142,7 @@ class CloudflareR2Storage(StorageBackend):
         return ObjectInfo(key=key, size=head["ContentLength"], sha256=_sha256_of(head), sha1=None)
 
     def _check_bucket_exists(self):
-        """Raise StorageError unless the bucket exists, because HeadObject answers a missing bucket with a bare 404 too."""
+        """Raise StorageError unless the bucket exists, because HeadObject also returns a bare 404 for a missing bucket."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
@@ -160,7 +160,11 @@ class CloudflareR2Storage(StorageBackend):
             raise self._translate(action, exc) from exc
 
     def _translate(self, action, exc):
-        """Return a StorageError for a botocore error; secrets never appear in botocore's messages."""
+        """Return a StorageError for a botocore error.
+
+        The secret key never leaves the client (requests carry only a
+        signature), so no server message can contain it.
+        """
         if isinstance(exc, ClientError):
             code = _error_code(exc)
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
