@@ -68,3 +68,24 @@ def enqueue_delivery(delivery_id, delay_seconds=None):
         log.warning("Delivery %s: not enqueued, the sweeper will retry: %s", delivery_id, exc)
         return False
     return True
+
+
+def enqueue_deliveries(delivery_ids):
+    """Enqueue a job for each delivery in one Redis round trip; return how many.
+
+    On a Redis failure the deliveries stay pending and the sweeper enqueues
+    them later, so 0 is returned and nothing is lost.
+    """
+    if not delivery_ids:
+        return 0
+    try:
+        queue = get_queue()
+        jobs = [
+            Queue.prepare_data("app.jobs.send_delivery", args=(delivery_id,), job_id=f"delivery-{delivery_id}")
+            for delivery_id in delivery_ids
+        ]
+        queue.enqueue_many(jobs)
+    except (redis.RedisError, OSError, RuntimeError) as exc:
+        log.warning("Deliveries %s..%s: not enqueued, the sweeper will retry: %s", delivery_ids[0], delivery_ids[-1], exc)
+        return 0
+    return len(delivery_ids)

@@ -10,6 +10,13 @@ import sys
 
 from rq import Queue, Worker
 
+# The job modules are imported here, before any fork, so that each job's
+# child process finds them loaded instead of importing them again.
+import app.monitoring.artifacts  # noqa: F401
+import app.monitoring.capacity  # noqa: F401
+import app.monitoring.checks  # noqa: F401
+import app.monitoring.sweeper  # noqa: F401
+import app.notifications.send  # noqa: F401
 from app import create_app, jobs
 from app.extensions import db
 from app.queue import get_redis

@@ -4,6 +4,7 @@ import email
 import email.policy
 import socket
 import threading
+import time
 
 from aiosmtpd.controller import Controller
 
@@ -20,6 +21,8 @@ class RecordingHandler:
     def __init__(self):
         self.messages = []
         self.sessions = 0
+        # time.perf_counter() when the server accepted the latest message.
+        self.last_message_at = None
         self.refuse = set()
         self.lock = threading.Lock()
 
@@ -39,6 +42,7 @@ class RecordingHandler:
         parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         with self.lock:
             self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+            self.last_message_at = time.perf_counter()
         return "250 Message accepted"
 
 

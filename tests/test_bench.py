@@ -13,6 +13,7 @@ import pytest
 from bench import harness
 from bench.check_history import HISTORY_END, history_rows
 from bench.hook_intake import rotated
+from bench.notify_fanout import check_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bounds the subprocesses so a hung server cannot hang the suite.
@@ -66,3 +67,48 @@ def test_hook_intake_script_runs():
     assert result.returncode == 0, result.stderr
     assert "| sqlite |" in result.stdout
     assert "Status and socket errors across all measurements: 0" in result.stdout
+
+
+def test_fanout_check_reports_missing_email():
+    addresses = ["a@example.com", "b@example.com"]
+    result = {
+        "database": "sqlite", "round": 1, "variant": "backwatch",
+        "recipients": ["a@example.com"], "expected_addresses": addresses,
+        "jobs_enqueued": 2, "jobs_finished": 2, "jobs_failed": 0, "jobs_left_in_queue": 0,
+        "deliveries": {"email": {"sent": 1, "failed": 1}},
+    }
+    problems = check_result(result)
+    assert len(problems) == 2
+    assert "received 1 messages for 1 addresses" in problems[0]
+    assert "email deliveries by status" in problems[1]
+
+
+def test_notify_fanout_script_runs():
+    # A batch size below the user count makes the worker open several SMTP sessions.
+    env = dict(os.environ, BACKWATCH_MAIL_BATCH_SIZE="5")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "notify_fanout.py"), "--database", "sqlite",
+         "--users", "12", "--rounds", "1"],
+        capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_SECONDS, cwd=ROOT, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "FAILED CHECK" not in result.stdout
+    assert "messages received per variant and round: [12]" in result.stdout
+    assert "'email': {'sent': 12}" in result.stdout
+    assert "'sms': {'skipped': 12}" in result.stdout
+    backwatch_row, baseline_row = [line for line in result.stdout.splitlines() if line.startswith("| sqlite |")]
+    assert backwatch_row.endswith("| 3 |")
+    assert baseline_row.endswith("| 1 |")
+    # Jobs 1, 6 and 11 each claim a batch, so the other 9 jobs find their delivery claimed.
+    # One job per batch of 5: 12 emails make 3 jobs, one per SMTP session.
+    assert "RQ jobs, medians: 3 enqueued, 3 finished, 0 failed" in result.stdout
+
+
+def test_notify_fanout_with_app_worker():
+    result = run_script(
+        "notify_fanout.py", "--database", "sqlite", "--users", "6", "--rounds", "1", "--worker", "app",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "FAILED CHECK" not in result.stdout
+    assert "messages received per variant and round: [6]" in result.stdout
+    assert "6 enqueued, 6 finished, 0 failed" in result.stdout

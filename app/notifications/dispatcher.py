@@ -2,8 +2,9 @@
 
 Fan-out runs inside the caller's transaction and does no network I/O: it
 writes the AlertEvent, one Delivery per channel and recipient, and the
-in-app notifications. After the commit, `enqueue_new_deliveries` puts each
-pending delivery on the queue as its own RQ job.
+in-app notifications. After the commit, `commit_and_dispatch` puts the
+pending deliveries on the queue: one RQ job per delivery, except that the
+emails of one event go in batches, one job per batch.
 """
 
 import logging
@@ -127,18 +128,37 @@ def _mark_new(delivery):
 
 
 def commit_and_dispatch():
-    """Commit the session, then enqueue every delivery the transaction created."""
+    """Commit the session, then enqueue the deliveries the transaction created.
+
+    Emails of one event go out in batches that share an SMTP connection, so
+    only the first email of each batch gets a job: that job claims the rest.
+    """
+    db.session.flush()
+    # Read ids and fields before the commit: afterwards each read would
+    # reload its row.
+    new = [(d.id, d.alert_event_id, d.channel) for d in db.session.info.pop(_SESSION_KEY, []) if d.status == "pending"]
     db.session.commit()
-    return enqueue_new_deliveries()
+    return enqueue_jobs_for(new)
 
 
-def enqueue_new_deliveries():
-    """Enqueue the pending deliveries created since the last call; return how many went on the queue."""
-    from app.queue import enqueue_delivery
+def enqueue_jobs_for(deliveries):
+    """Enqueue one job per non-email delivery and per batch of an event's emails.
 
-    deliveries = db.session.info.pop(_SESSION_KEY, [])
-    ids = [d.id for d in deliveries if d.id is not None and d.status == "pending"]
-    return sum(1 for delivery_id in ids if enqueue_delivery(delivery_id))
+    `deliveries` are (id, event id, channel) tuples. Returns the number of
+    jobs put on the queue.
+    """
+    from app.queue import enqueue_deliveries
+
+    batch_size = max(current_app.config["MAIL_BATCH_SIZE"], 1)
+    job_ids, emails_seen = [], {}
+    for delivery_id, event_id, channel in sorted(deliveries):
+        if channel == "email":
+            position = emails_seen.get(event_id, 0)
+            emails_seen[event_id] = position + 1
+            if position % batch_size:
+                continue
+        job_ids.append(delivery_id)
+    return enqueue_deliveries(job_ids)
 
 
 def retry_delay(delivery, error):

@@ -3,6 +3,7 @@
 import logging
 
 from flask import current_app
+from sqlalchemy import or_, update
 
 from app.crypto import decrypt_secret
 from app.extensions import db
@@ -22,8 +23,8 @@ def deliver(delivery_id, now=None):
 
     Returns {delivery id: retry delay in seconds} for the deliveries that
     must be tried again, so the caller can put them back on the queue.
-    An email delivery takes other pending emails of the same event with it,
-    so they share one SMTP connection.
+    An email delivery takes up to MAIL_BATCH_SIZE - 1 later pending emails
+    of the same event with it, so they share one SMTP connection.
     """
     now = now or utcnow()
     if not claim(delivery_id, now):
@@ -65,15 +66,31 @@ def _claim_email_batch(delivery, now):
             Delivery.alert_event_id == delivery.alert_event_id,
             Delivery.channel == "email",
             Delivery.status == "pending",
-            Delivery.id != delivery.id,
+            # Later ids only: the batches of one event then never overlap,
+            # because each batch's job starts at its first email.
+            Delivery.id > delivery.id,
         )
         .order_by(Delivery.id)
         .limit(limit)
     ).scalars().all()
-    claimed_ids = [candidate for candidate in candidate_ids if claim(candidate, now)]
+    if not candidate_ids:
+        return []
+    claimed_ids = db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id.in_(candidate_ids),
+            Delivery.status == "pending",
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        )
+        .values(status="sending", claimed_at=now, attempts=Delivery.attempts + 1, updated_at=now)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    ).scalars().all()
     if not claimed_ids:
         return []
-    return db.session.execute(db.select(Delivery).where(Delivery.id.in_(claimed_ids))).scalars().all()
+    return db.session.execute(
+        db.select(Delivery).where(Delivery.id.in_(claimed_ids)).order_by(Delivery.id)
+    ).scalars().all()
 
 
 def _send_emails(batch):
