@@ -31,14 +31,15 @@ class BackblazeB2Storage(StorageBackend):
     Versions rule, the same for used_bytes and for object_count: every
     version whose action is "upload" counts. That covers the latest version
     of each name and every older or hidden version alike, because B2 stores
-    and bills them all until a lifecycle rule or a delete removes them. Hide markers
-    (action "hide") have no content and are not counted. Unfinished large
-    files (action "start") are not counted either: the listing reports them
-    with no size, although B2 bills the parts already uploaded.
+    and bills them all until a lifecycle rule or a delete removes them.
+    Hide markers (action "hide") have no content and are not counted.
+    Unfinished large files (action "start") are not counted either. The
+    listing reports them with no size, although B2 bills the parts already
+    uploaded.
 
     capacity_bytes is the configured quota (None when there is none).
 
-    NOTE: b2sdk's own HTTP timeouts and retries apply (in b2sdk 2.13: 46 s
+    NOTE: b2sdk's own HTTP timeouts and retries apply (in b2sdk 2.13.2: 46 s
     to connect, 128 s to read, 5 attempts per listing call), and b2sdk
     documents them as internal, so they are not set here.
     """
