@@ -63,7 +63,10 @@ def main():
     command = [sys.executable, "-m", "honcho", "start", "-f", os.path.join(ROOT, "Procfile"), "-p", env["PORT"], "web", "worker", "scheduler"]
     honcho = subprocess.Popen(command, env=env, cwd=ROOT)
 
+    stopped = []
+
     def forward(signum, frame):
+        stopped.append(signum)
         honcho.send_signal(signum)
 
     # honcho stops web, worker and scheduler on SIGTERM or SIGINT; Redis
@@ -71,7 +74,9 @@ def main():
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     try:
-        return honcho.wait()
+        status = honcho.wait()
+        # Stopped on request (Ctrl-C or SIGTERM): that is a normal end.
+        return 0 if stopped else status
     finally:
         if redis_process is not None:
             redis_process.terminate()
