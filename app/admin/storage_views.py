@@ -12,7 +12,7 @@ from wtforms.validators import ValidationError
 from app.admin.charts import Chart, Series, human
 from app.admin.views import SecureModelView
 from app.extensions import db
-from app.models import StorageBackend, UsageReading, utcnow
+from app.models import UsageReading, utcnow
 from app.models.storage import BACKEND_KINDS
 from app.monitoring.capacity import forecast_full
 

@@ -126,7 +126,6 @@ class JobView(SecureModelView):
 
 class RunView(SecureModelView):
     can_create = False
-    can_edit = False
     can_delete = False
     can_view_details = True
     column_default_sort = [("finished_at", True)]
@@ -134,7 +133,7 @@ class RunView(SecureModelView):
     column_details_list = (
         "id", "job", "client_run_id", "kind", "status", "started_at", "finished_at", "duration_seconds",
         "size_bytes", "exit_code", "storage_backend", "error", "log_tail", "log_truncated_bytes",
-        "received_at", "checked_at",
+        "object_key", "sha256", "received_at", "checked_at",
     )
     column_filters = ("kind", "status", "job.name", "finished_at")
     column_formatters = {"job": _job_link, "size_bytes": _bytes}
