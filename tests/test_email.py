@@ -129,7 +129,8 @@ def test_server_down_retried_later(ctx, app, run_worker):
     assert [d.attempts for d in email_deliveries()] == [2, 2]
 
 
-def test_not_due_delivery_not_sent(ctx, run_worker):
+def test_not_due_delivery_not_sent(ctx, app, run_worker, monkeypatch):
+    monkeypatch.setitem(app.config, "DELIVERY_BACKOFF_BASE_SECONDS", 60.0)
     add_users(1)
     raise_critical()
     run_worker()
@@ -211,3 +212,16 @@ def test_create_templates_keeps_edited(ctx, edited, expected):
         assert template.subject != "custom"
     count = db.session.scalar(db.select(db.func.count()).select_from(NotificationTemplate))
     assert count == 3
+
+
+def test_retry_runs_a_second_early(ctx):
+    add_users(1)
+    raise_critical()
+    [delivery] = email_deliveries()
+    deliver(delivery.id)
+    db.session.expire_all()
+    # RQ may start the delayed job up to a second before next_attempt_at.
+    early = delivery.next_attempt_at - timedelta(seconds=1)
+    deliver(delivery.id, now=early)
+    db.session.expire_all()
+    assert delivery.attempts == 2

@@ -22,7 +22,8 @@ class LoginRequiredMixin:
         return current_user.is_authenticated
 
     def inaccessible_callback(self, name, **kwargs):
-        return redirect(url_for("auth.login", next=request.full_path))
+        # full_path ends in "?" when there is no query string.
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
 class ConsoleIndexView(LoginRequiredMixin, AdminIndexView):

@@ -170,6 +170,16 @@ def retry_delay(delivery, error):
     return min(delay, config["DELIVERY_BACKOFF_MAX_SECONDS"])
 
 
+# RQ 3.0 stores a delayed job's time in whole seconds, rounded down, so a
+# retry can start up to a second before its next_attempt_at.
+DUE_TOLERANCE = timedelta(seconds=2)
+
+
+def due_condition(now):
+    """SQL condition: the delivery may be tried at `now`."""
+    return or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now + DUE_TOLERANCE)
+
+
 def claim(delivery_id, now):
     """Mark a due pending delivery as sending; return True if this caller got it."""
     claimed = db.session.execute(
@@ -177,7 +187,7 @@ def claim(delivery_id, now):
         .where(
             Delivery.id == delivery_id,
             Delivery.status == "pending",
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            due_condition(now),
         )
         .values(status="sending", claimed_at=now, attempts=Delivery.attempts + 1, updated_at=now)
         .execution_options(synchronize_session=False)

@@ -3,14 +3,14 @@
 import logging
 
 from flask import current_app
-from sqlalchemy import or_, update
+from sqlalchemy import update
 
 from app.crypto import decrypt_secret
 from app.extensions import db
 from app.models import Delivery, utcnow
 from app.notifications import sms, webhook
 from app.notifications.context import build_context
-from app.notifications.dispatcher import claim, record_failure, record_success
+from app.notifications.dispatcher import claim, due_condition, record_failure, record_success
 from app.notifications.email import build_message, send_batch
 from app.notifications.errors import DeliveryError
 from app.notifications.templates import render
@@ -80,7 +80,7 @@ def _claim_email_batch(delivery, now):
         .where(
             Delivery.id.in_(candidate_ids),
             Delivery.status == "pending",
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            due_condition(now),
         )
         .values(status="sending", claimed_at=now, attempts=Delivery.attempts + 1, updated_at=now)
         .returning(Delivery.id)
