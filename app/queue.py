@@ -27,54 +27,57 @@ def get_queue():
     return Queue(current_app.config["RQ_QUEUE"], connection=get_redis())
 
 
+# What a failed connection to Redis raises: the caller's row is already
+# committed, so these are logged and the sweeper enqueues the work later.
+QUEUE_ERRORS = (redis.RedisError, OSError, RuntimeError)
+
+
+def _enqueue(subject, func, argument, job_id, delay_seconds=None):
+    """Enqueue `func(argument)`, now or after `delay_seconds`; return False if Redis failed."""
+    try:
+        queue = get_queue()
+        if delay_seconds:
+            queue.enqueue_in(timedelta(seconds=delay_seconds), func, argument, job_id=job_id)
+        else:
+            queue.enqueue(func, argument, job_id=job_id)
+    except QUEUE_ERRORS as exc:
+        log.warning("%s: not enqueued: %s", subject, exc)
+        return False
+    return True
+
+
 def enqueue_run_check(run_id):
     """Put the check of run `run_id` on the queue; return False if Redis failed.
 
     The run is already committed, so a failure here loses nothing: the
     sweeper enqueues unchecked runs later.
     """
-    try:
-        get_queue().enqueue("app.jobs.process_run", run_id, job_id=f"process-run-{run_id}")
-    except (redis.RedisError, OSError, RuntimeError) as exc:
-        log.warning("Run %s: not enqueued, the sweeper will retry: %s", run_id, exc)
-        return False
-    return True
+    return _enqueue(f"Run {run_id} check", "app.jobs.process_run", run_id, f"process-run-{run_id}")
 
 
 def enqueue_artifact_check(run_id):
     """Put the artifact check of run `run_id` on the queue; return False if Redis failed."""
-    try:
-        get_queue().enqueue("app.jobs.verify_run_artifact", run_id, job_id=f"verify-artifact-{run_id}")
-    except (redis.RedisError, OSError, RuntimeError) as exc:
-        log.warning("Run %s: artifact check not enqueued: %s", run_id, exc)
-        return False
-    return True
+    # NOTE: the sweeper does not look for artifact checks, so one that fails
+    # to enqueue here is not tried again.
+    return _enqueue(f"Run {run_id} artifact check", "app.jobs.verify_run_artifact", run_id, f"verify-artifact-{run_id}")
 
 
 def enqueue_delivery(delivery_id, delay_seconds=None):
     """Put delivery `delivery_id` on the queue, now or after `delay_seconds`.
 
-    Returns False if Redis failed; the delivery stays pending in the
-    database and the sweeper enqueues it later.
+    Returns False if Redis failed. The delivery then stays pending in the
+    database, and the sweeper enqueues it later.
     """
-    job_id = f"delivery-{delivery_id}"
-    try:
-        queue = get_queue()
-        if delay_seconds:
-            queue.enqueue_in(timedelta(seconds=delay_seconds), "app.jobs.send_delivery", delivery_id, job_id=job_id)
-        else:
-            queue.enqueue("app.jobs.send_delivery", delivery_id, job_id=job_id)
-    except (redis.RedisError, OSError, RuntimeError) as exc:
-        log.warning("Delivery %s: not enqueued, the sweeper will retry: %s", delivery_id, exc)
-        return False
-    return True
+    return _enqueue(
+        f"Delivery {delivery_id}", "app.jobs.send_delivery", delivery_id, f"delivery-{delivery_id}", delay_seconds
+    )
 
 
 def enqueue_deliveries(delivery_ids):
     """Enqueue a job for each delivery in one Redis round trip; return how many.
 
-    On a Redis failure the deliveries stay pending and the sweeper enqueues
-    them later, so 0 is returned and nothing is lost.
+    On a Redis failure 0 is returned. The deliveries stay pending in the
+    database, and the sweeper enqueues those older than SWEEP_AFTER_SECONDS.
     """
     if not delivery_ids:
         return 0
@@ -85,7 +88,7 @@ def enqueue_deliveries(delivery_ids):
             for delivery_id in delivery_ids
         ]
         queue.enqueue_many(jobs)
-    except (redis.RedisError, OSError, RuntimeError) as exc:
-        log.warning("Deliveries %s..%s: not enqueued, the sweeper will retry: %s", delivery_ids[0], delivery_ids[-1], exc)
+    except QUEUE_ERRORS as exc:
+        log.warning("Deliveries %s to %s: not enqueued: %s", delivery_ids[0], delivery_ids[-1], exc)
         return 0
     return len(delivery_ids)

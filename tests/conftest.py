@@ -80,7 +80,7 @@ def app(database_url, redis_url):
 
 @pytest.fixture(autouse=True)
 def local_fqdn(monkeypatch):
-    """Answer socket.getfqdn() locally.
+    """Return a fixed name from socket.getfqdn().
 
     Flask-Mail's Message() calls email.utils.make_msgid(), which calls
     socket.getfqdn(); on a machine whose DNS server does not answer, that
@@ -125,8 +125,8 @@ class BurstWorker(SimpleWorker):
     """SimpleWorker without the command channel.
 
     rq 3.0.0 reads that pub/sub channel in a thread that waits up to 60 s
-    for a message; closing it at the end of a burst could block for that
-    long. A burst worker in a test needs no remote commands.
+    for a message. Closing it at the end of a burst could block for that
+    long, and a burst worker in a test needs no remote commands.
     """
 
     def subscribe(self):

@@ -61,7 +61,7 @@ class Delivery(db.Model):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        # One delivery per event, channel and recipient, whoever fans out.
+        # One delivery per event, channel and recipient, even if two workers fan out.
         UniqueConstraint("alert_event_id", "channel", "recipient_key"),
         Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
         Index("ix_deliveries_created", "created_at"),

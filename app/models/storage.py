@@ -10,7 +10,7 @@ BACKEND_KINDS = ("local", "r2", "b2")
 
 
 class StorageBackend(db.Model):
-    """Where backups land. Credentials are not stored here: they come from the environment."""
+    """A place backups land. Its credentials come from the environment and are not stored here."""
 
     __tablename__ = "storage_backends"
 
