@@ -41,6 +41,21 @@ class Config:
     BASELINE_WINDOW = _int("BACKWATCH_BASELINE_WINDOW", 10)
     BASELINE_MIN_SAMPLES = _int("BACKWATCH_BASELINE_MIN_SAMPLES", 3)
 
+    # Missed backups: the grace period after an expected run, and how long a
+    # started run may go without finishing. Jobs may override both.
+    MISSED_GRACE_SECONDS = _int("BACKWATCH_MISSED_GRACE_SECONDS", 3600)
+    MAX_RUN_SECONDS = _int("BACKWATCH_MAX_RUN_SECONDS", 24 * 3600)
+
+    # Alert lifecycle: reminders for ACTIVE alerts (0 turns them off), and
+    # how long resolved alerts are kept.
+    ALERT_REMINDER_HOURS = _float("BACKWATCH_ALERT_REMINDER_HOURS", 24.0)
+    ALERT_RETENTION_DAYS = _int("BACKWATCH_ALERT_RETENTION_DAYS", 30)
+
+    # Daily tasks run at these local times (HH:MM) in TIMEZONE, an IANA name.
+    TIMEZONE = os.environ.get("BACKWATCH_TIMEZONE", "UTC")
+    CLEANUP_AT = os.environ.get("BACKWATCH_CLEANUP_AT", "05:00")
+    DIGEST_AT = os.environ.get("BACKWATCH_DIGEST_AT", "08:00")
+
     # Runs stored but not checked after this many seconds are enqueued again.
     SWEEP_AFTER_SECONDS = _int("BACKWATCH_SWEEP_AFTER_SECONDS", 60)
     # A Redis that does not respond quickly must not hold up a hook request.

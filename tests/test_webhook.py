@@ -27,7 +27,7 @@ SECRET = "whsec-3f1c9a7e52b04d8e"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "WEBHOOKS.md"
 ALERT_FIELDS = {
     "id", "type", "severity", "status", "message", "details", "job", "run_id", "storage_backend",
-    "occurrences", "created_at", "last_seen_at", "acknowledged_at", "resolved_at",
+    "occurrences", "created_at", "last_seen_at", "acknowledged_at", "acknowledged_by", "resolved_at", "resolved_by",
 }
 
 

@@ -144,7 +144,7 @@ def sample_context(template_name):
         "id": 0, "type": "BACKUP_FAILURE", "severity": "CRITICAL", "status": "ACTIVE",
         "message": "Backup of nightly-db failed: pg_dump: connection refused", "details": {"exit_code": 1},
         "job": {"id": 0, "name": "nightly-db"}, "run_id": 0, "storage_backend": None, "occurrences": 1,
-        "created_at": now, "last_seen_at": now, "acknowledged_at": None, "resolved_at": None,
+        "created_at": now, "last_seen_at": now, "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None, "resolved_by": None,
     }
     digest = {"total": 1, "by_type": {"BACKUP_FAILURE": 1},
               "jobs": [{"job": "nightly-db", "alerts": [{"severity": "CRITICAL", "message": alert["message"], "url": "#"}]}]}

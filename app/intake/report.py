@@ -23,6 +23,9 @@ FIELDS = {
     "exit_code", "error", "log", "storage_backend", "run_id", "object_key", "sha256",
 }
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# A start report says a run began; its finish comes in a later report.
+START_STATUS = "started"
+START_FIELDS = {"kind", "status", "started_at", "run_id"}
 
 
 class ReportError(ValueError):
@@ -39,7 +42,8 @@ class Report:
     kind: str
     status: str
     started_at: datetime | None
-    finished_at: datetime
+    # None only for a start report.
+    finished_at: datetime | None
     duration_seconds: float | None
     size_bytes: int | None
     exit_code: int | None
@@ -61,7 +65,9 @@ def parse_report(data, *, received_at, log_max_bytes, error_max_chars):
         raise ReportError(unknown[0], f"unknown field; allowed fields are {', '.join(sorted(FIELDS))}")
 
     kind = _choice(data, "kind", RUN_KINDS, default="backup")
-    status = _choice(data, "status", RUN_STATUSES, default=None)
+    status = _choice(data, "status", RUN_STATUSES + (START_STATUS,), default=None)
+    if status == START_STATUS:
+        return _parse_start(data, kind, received_at)
     started_at = _timestamp(data, "started_at")
     finished_at = _timestamp(data, "finished_at")
     duration = _number(data, "duration_seconds", maximum=MAX_DURATION_SECONDS)
@@ -102,6 +108,20 @@ def parse_report(data, *, received_at, log_max_bytes, error_max_chars):
         client_run_id=_name(data, "run_id", 200),
         object_key=object_key,
         sha256=_sha256(data),
+    )
+
+
+def _parse_start(data, kind, received_at):
+    extra = sorted(set(data) - START_FIELDS)
+    if extra:
+        raise ReportError(extra[0], f"not allowed in a start report; allowed fields are {', '.join(sorted(START_FIELDS))}")
+    started_at = _timestamp(data, "started_at") or received_at
+    if started_at > received_at + timedelta(minutes=5):
+        raise ReportError("started_at", "is in the future; check the clock of the reporting machine")
+    return Report(
+        kind=kind, status=START_STATUS, started_at=started_at, finished_at=None, duration_seconds=None,
+        size_bytes=None, exit_code=None, error=None, log_tail=None, log_truncated_bytes=0,
+        storage_backend=None, client_run_id=_name(data, "run_id", 200),
     )
 
 

@@ -3,8 +3,8 @@
 from flask import Blueprint, current_app, jsonify, request
 
 from app.extensions import csrf
-from app.intake.report import ReportError, parse_report
-from app.intake.store import store_run
+from app.intake.report import START_STATUS, ReportError, parse_report
+from app.intake.store import record_start, store_run
 from app.intake.text import decode_body, parse_json_text
 from app.models import BackupJob, utcnow
 from app.queue import enqueue_run_check
@@ -20,7 +20,7 @@ def error_response(status, field, message):
 
 @bp.post("/hooks/<token>")
 def completion_hook(token):
-    """Store one run report and return 202 with the run id."""
+    """Store one run report and return 202 with the run id (or the start id of a start report)."""
     job = BackupJob.find_by_token(token)
     if job is None:
         return error_response(404, "token", "no job has this token; check the URL the job reports to")
@@ -43,6 +43,8 @@ def completion_hook(token):
     except ValueError as exc:
         return error_response(400, "body", str(exc))
 
+    if report.status == START_STATUS:
+        return jsonify({"start_id": record_start(job, report, received_at)}), 202
     run_id, created = store_run(job, report, received_at)
     if created:
         enqueue_run_check(run_id)

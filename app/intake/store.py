@@ -1,11 +1,12 @@
 """Storing a validated report as a run."""
 
+import dataclasses
 import logging
 
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import BackupRun
+from app.models import BackupRun, RunStart
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,13 @@ def store_run(job, report, received_at):
         if existing_id is not None:
             return existing_id, False
 
+    start = _take_start(job.id, report.client_run_id)
+    if start is not None and report.started_at is None and start.started_at <= report.finished_at:
+        report = dataclasses.replace(
+            report,
+            started_at=start.started_at,
+            duration_seconds=(report.finished_at - start.started_at).total_seconds(),
+        )
     run = BackupRun(
         job_id=job.id,
         client_run_id=report.client_run_id,
@@ -58,6 +66,53 @@ def store_run(job, report, received_at):
         return existing_id, False
     log.info("Run %s: stored for job %s (%s, %s)", run_id, job_id, report.kind, report.status)
     return run_id, True
+
+
+def record_start(job, report, received_at):
+    """Store a start report of `job` and commit; return the RunStart id.
+
+    A second start with the same run id updates the first one.
+    """
+    job_id = job.id
+    start = None
+    if report.client_run_id is not None:
+        start = db.session.execute(
+            db.select(RunStart).where(RunStart.job_id == job_id, RunStart.client_run_id == report.client_run_id)
+        ).scalar_one_or_none()
+    if start is None:
+        start = RunStart(job_id=job_id, client_run_id=report.client_run_id)
+        db.session.add(start)
+    start.started_at = report.started_at
+    start.received_at = received_at
+    try:
+        db.session.flush()
+        start_id = start.id
+        db.session.commit()
+    except IntegrityError:
+        # The same run id started twice at once; the other request stored it.
+        db.session.rollback()
+        start_id = db.session.execute(
+            db.select(RunStart.id).where(RunStart.job_id == job_id, RunStart.client_run_id == report.client_run_id)
+        ).scalar_one()
+    log.info("Run start %s: stored for job %s", start_id, job_id)
+    return start_id
+
+
+def _take_start(job_id, client_run_id):
+    """Remove and return the start a finish belongs to, or None.
+
+    With a run id, the start with that id; without one, the latest start
+    that had none. The caller's commit makes the removal final.
+    """
+    query = db.select(RunStart).where(RunStart.job_id == job_id)
+    if client_run_id is None:
+        query = query.where(RunStart.client_run_id.is_(None))
+    else:
+        query = query.where(RunStart.client_run_id == client_run_id)
+    start = db.session.execute(query.order_by(RunStart.started_at.desc()).limit(1)).scalar_one_or_none()
+    if start is not None:
+        db.session.delete(start)
+    return start
 
 
 def _find_by_client_run_id(job_id, client_run_id):

@@ -48,7 +48,19 @@ class BackupJob(db.Model):
     # Baseline for the size and duration checks; None means the setting.
     baseline_window: Mapped[int | None] = mapped_column(Integer)
     baseline_min_samples: Mapped[int | None] = mapped_column(Integer)
+    # Expected schedule: a cron expression read in schedule_timezone, or an
+    # interval in seconds. Neither means the job is not checked for missed runs.
+    schedule_cron: Mapped[str | None] = mapped_column(String(100))
+    schedule_interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    schedule_timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # How late a run may report before it counts as missed; None means the setting.
+    grace_seconds: Mapped[int | None] = mapped_column(Integer)
+    # How long a started run may go without finishing; None means the setting.
+    max_run_seconds: Mapped[int | None] = mapped_column(Integer)
+    # When the schedule clock last started: job creation, a schedule change or unpausing.
+    schedule_since = mapped_column(UTCDateTime)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # When the latest finished report (success or failure) was received.
     last_run_at = mapped_column(UTCDateTime)
 
     runs = relationship("BackupRun", back_populates="job", lazy="dynamic")
@@ -57,6 +69,7 @@ class BackupJob(db.Model):
     def create(cls, name, **fields):
         """Return a new job and its hook token; only the token's hash is kept."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
+        fields.setdefault("schedule_since", utcnow())
         job = cls(name=name, token_hash=hash_token(token), **fields)
         return job, token
 
@@ -126,3 +139,27 @@ class BackupRun(db.Model):
 
     def __str__(self):
         return f"run {self.id} of {self.job.name if self.job else self.job_id}"
+
+
+class RunStart(db.Model):
+    """A start report still waiting for its finish.
+
+    The finish deletes it and takes its start time. One left here past the
+    job's maximum run time raises RUNNING_TOO_LONG.
+    """
+
+    __tablename__ = "run_starts"
+    __table_args__ = (
+        UniqueConstraint("job_id", "client_run_id"),
+        Index("ix_run_starts_started", "started_at"),
+        Index("ix_run_starts_job_started", "job_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
+    # The client's run id (`run_id` in JSON, `rid` in pings), pairing the start with its finish.
+    client_run_id: Mapped[str | None] = mapped_column(String(200))
+    started_at = mapped_column(UTCDateTime, nullable=False)
+    received_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    job = relationship("BackupJob")

@@ -33,7 +33,8 @@ class Notification(db.Model):
     delivery = relationship("Delivery")
 
 
-EVENT_TYPES = ("raised", "escalated", "reminder", "resolved", "digest")
+# "acknowledged" is recorded for the alert's history and sends nothing.
+EVENT_TYPES = ("raised", "escalated", "reminder", "acknowledged", "resolved", "digest")
 DELIVERY_CHANNELS = ("in_app", "email", "sms", "webhook")
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 

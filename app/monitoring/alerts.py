@@ -7,8 +7,9 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import Alert, Severity, utcnow
+from app.models import Alert, Severity, Silence, utcnow
 from app.models.alerts import ALERT_TYPES, OPEN_STATUSES
+from app.monitoring.lifecycle import close_alert, schedule_reminder
 from app.notifications.dispatcher import record_event
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def create_backup_alert_with_notifications(
     if alert is None:
         alert = _insert_alert(key, alert_type, severity, message, details, job, run, storage_backend, now)
         if alert is not None:
-            record_event(alert, "raised", now=now)
+            _notify(alert, "raised", now)
             log.info("Alert %s: raised %s %s (%s)", alert.id, severity.name, alert_type, key)
             return alert, "raised"
         # Another worker opened it first; record this as an occurrence.
@@ -51,9 +52,17 @@ def create_backup_alert_with_notifications(
 
     event = _record_occurrence(alert, severity, message, details, run, now)
     if event:
-        record_event(alert, event, now=now)
+        # A worse condition needs attention again, even if the milder one was acknowledged.
+        alert.status = "ACTIVE"
+        _notify(alert, event, now)
         log.info("Alert %s: escalated to %s", alert.id, severity.name)
     return alert, event
+
+
+def _notify(alert, event, now):
+    alert_event = record_event(alert, event, now=now)
+    silence = db.session.get(Silence, alert_event.payload["silenced_by"]) if "silenced_by" in alert_event.payload else None
+    schedule_reminder(alert, now, silence)
 
 
 def resolve_alerts(alert_type, job=None, storage_backend=None, now=None, reason="condition cleared"):
@@ -61,12 +70,7 @@ def resolve_alerts(alert_type, job=None, storage_backend=None, now=None, reason=
     alert = _open_alert(dedup_key(alert_type, job, storage_backend))
     if alert is None:
         return None
-    alert.status = "RESOLVED"
-    alert.resolved_at = now or utcnow()
-    alert.details = {**(alert.details or {}), "resolution": reason}
-    record_event(alert, "resolved", now=alert.resolved_at)
-    log.info("Alert %s: resolved (%s)", alert.id, reason)
-    return alert
+    return close_alert(alert.id, now=now, reason=reason)
 
 
 def get_active_alerts(severity=None):

@@ -24,12 +24,24 @@ _SESSION_KEY = "backwatch_new_deliveries"
 def record_event(alert, event, payload=None, now=None):
     """Write an event of `alert` and its deliveries; the caller commits.
 
-    `alert` is None for a digest, whose content is `payload`.
+    `alert` is None for a digest, whose content is `payload`. Inside a
+    silence of the alert's job or backend the event is written with no
+    deliveries.
     """
+    from app.monitoring.silences import active_silence
+
     now = now or utcnow()
-    alert_event = AlertEvent(alert=alert, event=event, payload=payload or {}, created_at=now)
+    payload = dict(payload or {})
+    silence = active_silence(alert, now) if alert is not None else None
+    if silence is not None:
+        # Recorded for the alert's history, sent to no one.
+        payload["silenced_by"] = silence.id
+    alert_event = AlertEvent(alert=alert, event=event, payload=payload, created_at=now)
     db.session.add(alert_event)
     db.session.flush()
+    if silence is not None:
+        log.info("Alert %s: %s not sent, silenced until %s", alert.id, event, silence.ends_at.isoformat())
+        return alert_event
     severity = alert.severity if alert is not None else Severity.CRITICAL
 
     for user in _recipients(event):

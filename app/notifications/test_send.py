@@ -19,7 +19,7 @@ def send_test_webhook(endpoint):
             "id": None, "type": "BACKUP_FAILURE", "severity": "INFO", "status": "ACTIVE",
             "message": "Test message from Backwatch: this endpoint is set up correctly",
             "details": {}, "job": None, "run_id": None, "storage_backend": None, "occurrences": 1,
-            "created_at": now, "last_seen_at": now, "acknowledged_at": None, "resolved_at": None,
+            "created_at": now, "last_seen_at": now, "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None, "resolved_by": None,
         },
         "job": None,
         "links": {"console": console_url("/admin/")},
