@@ -78,8 +78,10 @@ class Config:
     BACKUP_ALERT_WEBHOOK_SECRET = os.environ.get("BACKUP_ALERT_WEBHOOK_SECRET")
     BACKUP_ALERT_WEBHOOK_FORMAT = os.environ.get("BACKUP_ALERT_WEBHOOK_FORMAT", "backwatch")
     # Attempts per delivery, and the backoff between them: base * 2**(attempt-1), capped.
-    # A delivery claimed longer ago than this belongs to a worker that died.
-    DELIVERY_CLAIM_TIMEOUT_SECONDS = _int("BACKWATCH_DELIVERY_CLAIM_TIMEOUT_SECONDS", 600)
+    # A delivery claimed longer ago than this belongs to a worker that died
+    # (a batch of emails renews its claims every 15 s while it sends), and
+    # goes back to pending. Keep it above the longest single send.
+    DELIVERY_CLAIM_TIMEOUT_SECONDS = _int("BACKWATCH_DELIVERY_CLAIM_TIMEOUT_SECONDS", 60)
     DELIVERY_MAX_ATTEMPTS = _int("BACKWATCH_DELIVERY_MAX_ATTEMPTS", 8)
     DELIVERY_BACKOFF_BASE_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_BASE_SECONDS", 30.0)
     DELIVERY_BACKOFF_MAX_SECONDS = _float("BACKWATCH_DELIVERY_BACKOFF_MAX_SECONDS", 3600.0)
@@ -92,6 +94,13 @@ class Config:
     # and each wait for response data.
     WEBHOOK_ALLOWED_NETWORKS = os.environ.get("BACKWATCH_WEBHOOK_ALLOWED_NETWORKS", "")
     WEBHOOK_TIMEOUT_SECONDS = _float("BACKWATCH_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+
+    # GET /metrics (Prometheus) is closed until one of these is set, and either
+    # one is enough to pass: a bearer token that the scraper sends, or
+    # comma-separated CIDRs matched against the client address. That address is
+    # request.remote_addr, so behind a reverse proxy it is the proxy's address.
+    METRICS_TOKEN = os.environ.get("BACKWATCH_METRICS_TOKEN") or None
+    METRICS_ALLOWED_NETWORKS = os.environ.get("BACKWATCH_METRICS_ALLOWED_NETWORKS", "")
 
     # SMS through Twilio. The auth token is a secret and is never logged.
     TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID")

@@ -102,6 +102,49 @@ def send_delivery(delivery_id):
         return retries
 
 
+def check_missed_backups():
+    """Raise alerts for scheduled jobs that did not report and runs that did not finish."""
+    from app.monitoring.missed import check_missed_backups as check
+
+    with app_context():
+        return check()
+
+
+def send_alert_reminders():
+    """Remind people of ACTIVE alerts nobody has acknowledged."""
+    from app.monitoring.lifecycle import send_reminders
+    from app.notifications.dispatcher import commit_and_dispatch
+
+    with app_context():
+        sent = send_reminders()
+        commit_and_dispatch()
+        return sent
+
+
+def cleanup_resolved_alerts():
+    """Once a day at CLEANUP_AT: delete resolved alerts past their retention."""
+    from app.monitoring.lifecycle import cleanup_resolved_alerts as cleanup
+    from app.periodic import run_daily
+
+    with app_context():
+        return run_daily("cleanup_resolved_alerts", "CLEANUP_AT", cleanup)
+
+
+def send_alert_digest():
+    """Once a day at DIGEST_AT: the digest of open alerts, to platform admins."""
+    from app.monitoring.lifecycle import send_alert_digest as send
+    from app.notifications.dispatcher import commit_and_dispatch
+    from app.periodic import run_daily
+
+    def send_and_dispatch(now):
+        payload = send(now)
+        commit_and_dispatch()
+        return {"total": payload["total"]}
+
+    with app_context():
+        return run_daily("send_alert_digest", "DIGEST_AT", send_and_dispatch)
+
+
 def sweep_unchecked_runs():
     """Enqueue runs never checked and deliveries left pending (Redis was down, a worker died)."""
     from app.monitoring.sweeper import enqueue_stalled_deliveries, enqueue_unchecked_runs

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from app.extensions import db
 from app.models import BackupRun, Severity, utcnow
 from app.monitoring.alerts import create_backup_alert_with_notifications, resolve_alerts
+from app.monitoring.missed import resolve_on_report
 from app.notifications.dispatcher import commit_and_dispatch
 from app.queue import enqueue_artifact_check
 
@@ -48,6 +49,7 @@ def process_run(run_id, now=None):
         return False
 
     run = db.session.get(BackupRun, run_id)
+    resolve_on_report(run.job, run, now)
     check_failure(run, now)
     if run.kind == "backup" and run.status == "success":
         check_size(run, now)

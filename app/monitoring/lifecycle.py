@@ -177,6 +177,8 @@ def cleanup_resolved_alerts(now=None):
 
 def build_digest(now=None):
     """Return the digest payload: ACTIVE WARNING, ERROR and CRITICAL alerts by job, with counts."""
+    from app.notifications.context import alert_url
+
     now = now or utcnow()
     where = (Alert.status == "ACTIVE", Alert.severity >= Severity.WARNING)
     by_severity = {s.name: 0 for s in sorted(Severity, reverse=True) if s >= Severity.WARNING}
@@ -200,6 +202,7 @@ def build_digest(now=None):
             subject = "other"
         groups.setdefault(subject, []).append({
             "id": alert.id,
+            "url": alert_url(alert.id),
             "type": alert.alert_type,
             "severity": alert.severity.name,
             "message": alert.message,
@@ -211,7 +214,7 @@ def build_digest(now=None):
         "total": total,
         "by_severity": by_severity,
         "by_type": by_type,
-        "groups": [{"subject": subject, "alerts": items} for subject, items in sorted(groups.items())],
+        "jobs": [{"job": subject, "alerts": items} for subject, items in sorted(groups.items())],
         "omitted": max(total - len(alerts), 0),
     }
 

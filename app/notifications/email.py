@@ -55,11 +55,12 @@ def build_message(to, rendered):
     return message
 
 
-def send_batch(messages):
+def send_batch(messages, on_progress=None):
     """Send `messages` (a list of (key, Message)) over one SMTP connection.
 
     Returns {key: Message-ID or DeliveryError}. A refused recipient fails only
     its own message; a lost connection fails the rest as retryable.
+    `on_progress(remaining keys)` is called after each message.
     """
     results = {}
     # Read the settings now, not at start-up, and send even under TESTING:
@@ -76,6 +77,8 @@ def send_batch(messages):
             try:
                 connection.send(message)
                 results[key] = message.msgId
+                if on_progress is not None:
+                    on_progress([rest_key for rest_key, _ in messages[index + 1:]])
             except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused, BadHeaderError) as exc:
                 # The server refused this message only. smtplib already sent
                 # RSET, so the connection is ready for the next one.

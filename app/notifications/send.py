@@ -1,6 +1,7 @@
 """Sending one delivery: claim it, render, call its channel, record the outcome."""
 
 import logging
+import time
 
 from flask import current_app
 from sqlalchemy import update
@@ -16,6 +17,9 @@ from app.notifications.errors import DeliveryError
 from app.notifications.templates import render
 
 log = logging.getLogger(__name__)
+# A batch of emails renews the claim of its unsent emails this often, so a
+# claim that is older than DELIVERY_CLAIM_TIMEOUT_SECONDS belongs to a worker that died.
+CLAIM_RENEW_SECONDS = 15
 
 
 def deliver(delivery_id, now=None):
@@ -98,8 +102,28 @@ def _send_emails(batch):
     event = batch[0].alert_event
     rendered = render("backup_alert_digest" if event.event == "digest" else "backup_alert", build_context(event))
     messages = [(item.id, build_message(item.address, rendered)) for item in batch]
-    results = send_batch(messages)
+    results = send_batch(messages, on_progress=_claim_renewer())
     return {key: (value, rendered.error) for key, value in results.items()}
+
+
+def _claim_renewer():
+    """Return a callback that renews the claims of a batch's unsent emails every CLAIM_RENEW_SECONDS."""
+    renewed = time.monotonic()
+
+    def renew(remaining_ids):
+        nonlocal renewed
+        if not remaining_ids or time.monotonic() - renewed < CLAIM_RENEW_SECONDS:
+            return
+        # Its own connection and transaction: the session's objects stay as they are.
+        with db.engine.begin() as connection:
+            connection.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(remaining_ids), Delivery.status == "sending")
+                .values(claimed_at=utcnow())
+            )
+        renewed = time.monotonic()
+
+    return renew
 
 
 def _send_one(delivery):
