@@ -48,14 +48,22 @@ def enqueue_stalled_deliveries(now=None):
 
     now = now or utcnow()
     stale = now - timedelta(seconds=current_app.config["DELIVERY_CLAIM_TIMEOUT_SECONDS"])
-    db.session.execute(
-        update(Delivery)
+    released = db.session.execute(
+        db.select(Delivery.id)
         .where(Delivery.status == "sending", Delivery.claimed_at <= stale)
-        .values(status="pending", claimed_at=None, updated_at=now)
-    )
+        .order_by(Delivery.id)
+        .limit(SWEEP_BATCH)
+    ).scalars().all()
+    if released:
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(released), Delivery.status == "sending", Delivery.claimed_at <= stale)
+            .values(status="pending", claimed_at=None, next_attempt_at=None, updated_at=now)
+        )
+        log.warning("Sweeper: released %s deliveries claimed by a worker that stopped", len(released))
     db.session.commit()
     cutoff = now - timedelta(seconds=current_app.config["SWEEP_AFTER_SECONDS"])
-    ids = db.session.execute(
+    waiting = db.session.execute(
         db.select(Delivery.id)
         .where(
             Delivery.status == "pending",
@@ -65,6 +73,7 @@ def enqueue_stalled_deliveries(now=None):
         .order_by(Delivery.id)
         .limit(SWEEP_BATCH)
     ).scalars().all()
+    ids = sorted(set(released) | set(waiting))
     enqueued = 0
     for delivery_id in ids:
         if not enqueue_delivery(delivery_id):
