@@ -4,9 +4,9 @@ rq-scheduler reads cron strings in UTC (or the process's own zone), so a
 daily task at 05:00 in a zone with daylight saving would drift by an hour
 twice a year. Instead the scheduler calls the task every minute and the
 task runs when the local time has reached its hour and no run is recorded
-for today's local date. The unique (task, date) row makes that check and
-claim one statement, so two workers or two schedulers run it once; after an
-outage the day's run happens as soon as the service is back.
+for today's local date. The unique (task, date) row is the claim, so two
+workers or two schedulers run it once. After an outage, the day's run
+happens as soon as the service is back.
 """
 
 import logging

@@ -3,10 +3,10 @@
 A job with a schedule expects its next report at the first scheduled time
 after its latest report (or after its schedule started), and raises
 MISSED_BACKUP when nothing arrived by that time plus the grace period.
-Cron schedules are read in the job's own timezone with cronsim, which fires
-a daily time once on the nights the clocks change: an hour that happens
-twice fires on its first pass, and one that does not happen fires when it
-would have.
+Cron schedules are read in the job's own timezone with cronsim. On the
+nights the clocks change it fires a daily time once. An hour that happens
+twice fires on its first pass, and a skipped hour fires when the clocks
+have moved on.
 """
 
 import logging
@@ -178,7 +178,7 @@ def _check_long_runs(now):
 
 
 def resolve_on_report(job, run, now):
-    """A finished report resets the clock: resolve the job's missed and overdue alerts that it clears."""
+    """Resolve the job's missed and overdue alerts that a finished report clears (it resets the clock)."""
     resolve_alerts("MISSED_BACKUP", job=job, now=now, reason=f"run {run.id} reported")
     oldest = db.session.execute(
         db.select(RunStart.started_at).where(RunStart.job_id == job.id).order_by(RunStart.started_at).limit(1)
