@@ -68,6 +68,7 @@ def verify_run_artifact(run_id):
             except StorageError as exc:
                 error = str(exc)
         problems = evaluate_artifact(run, info, utcnow(), error=error)
+        run.artifact_checked_at = utcnow()
         commit_and_dispatch()
         return problems
 
@@ -146,8 +147,8 @@ def send_alert_digest():
 
 
 def sweep_unchecked_runs():
-    """Enqueue runs never checked and deliveries left pending (Redis was down, a worker died)."""
-    from app.monitoring.sweeper import enqueue_stalled_deliveries, enqueue_unchecked_runs
+    """Enqueue runs and artifacts never checked and deliveries left pending (Redis was down, a worker died)."""
+    from app.monitoring.sweeper import enqueue_stalled_deliveries, enqueue_unchecked_artifacts, enqueue_unchecked_runs
 
     with app_context():
-        return enqueue_unchecked_runs(), enqueue_stalled_deliveries()
+        return enqueue_unchecked_runs(), enqueue_unchecked_artifacts(), enqueue_stalled_deliveries()

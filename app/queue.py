@@ -56,9 +56,10 @@ def enqueue_run_check(run_id):
 
 
 def enqueue_artifact_check(run_id):
-    """Put the artifact check of run `run_id` on the queue; return False if Redis failed."""
-    # NOTE: the sweeper does not look for artifact checks, so one that fails
-    # to enqueue here is not tried again.
+    """Put the artifact check of run `run_id` on the queue; return False if Redis failed.
+
+    A check that is not enqueued, or whose worker died, is enqueued again by the sweeper.
+    """
     return _enqueue(f"Run {run_id} artifact check", "app.jobs.verify_run_artifact", run_id, f"verify-artifact-{run_id}")
 
 

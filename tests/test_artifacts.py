@@ -84,3 +84,32 @@ def test_failed_run_not_verified(app, client, make_job, run_worker, backend_fold
     client.post(f"/hooks/{token}", json={"status": "failure", "storage_backend": "nas", "object_key": "db/x"})
     run_worker()
     assert integrity_alerts(app) == []
+
+
+def test_sweeper_enqueues_artifact_check_left_undone(app, client, make_job, run_worker, backend_folder, queue):
+    from datetime import timedelta
+
+    from app.models import BackupRun, utcnow
+    from app.monitoring.sweeper import enqueue_unchecked_artifacts
+
+    _, token = make_job()
+    run_id = report(client, token, object_key="db/missing.tar")
+    # The run is checked, but its artifact check is lost (Redis failed, or its worker died).
+    with app.app_context():
+        from app.monitoring.checks import process_run
+
+        process_run(run_id)
+    queue.empty()
+    with app.app_context():
+        assert db.session.get(BackupRun, run_id).artifact_checked_at is None
+        assert enqueue_unchecked_artifacts(now=utcnow()) == 0
+        assert enqueue_unchecked_artifacts(now=utcnow() + timedelta(minutes=2)) == 1
+    assert run_worker() == []
+    with app.app_context():
+        assert db.session.get(BackupRun, run_id).artifact_checked_at is not None
+        assert enqueue_unchecked_artifacts(now=utcnow() + timedelta(minutes=3)) == 0
+        # After a day the sweeper stops trying.
+        db.session.get(BackupRun, run_id).artifact_checked_at = None
+        db.session.commit()
+        assert enqueue_unchecked_artifacts(now=utcnow() + timedelta(days=2)) == 0
+    assert [problems for _, problems in integrity_alerts(app)] == [["object db/missing.tar not found on nas"]]

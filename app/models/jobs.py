@@ -111,6 +111,8 @@ class BackupRun(db.Model):
         Index("ix_backup_runs_job_kind_status_finished", "job_id", "kind", "status", "finished_at", "id"),
         # The sweeper looks for runs that were stored but never checked.
         Index("ix_backup_runs_unchecked", "checked_at", "received_at"),
+        # The sweeper looks for the last day's runs whose artifact was never looked up.
+        Index("ix_backup_runs_artifact_unchecked", "artifact_checked_at", "checked_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -134,6 +136,8 @@ class BackupRun(db.Model):
     received_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     # Set when the worker claims the run; NULL means not yet checked.
     checked_at = mapped_column(UTCDateTime)
+    # Set when the object named by object_key was looked up on its backend.
+    artifact_checked_at = mapped_column(UTCDateTime)
 
     job = relationship("BackupJob", back_populates="runs")
 

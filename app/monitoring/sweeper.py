@@ -7,11 +7,14 @@ from flask import current_app
 
 from app.extensions import db
 from app.models import BackupRun, utcnow
-from app.queue import enqueue_run_check
+from app.queue import enqueue_artifact_check, enqueue_run_check
 
 log = logging.getLogger(__name__)
 # Enough to drain a long Redis outage in a few sweeps without one huge query.
 SWEEP_BATCH = 1000
+# Artifact checks are tried again for this long; a run whose check keeps
+# crashing is then left alone instead of being enqueued every minute.
+ARTIFACT_RETRY_WINDOW = timedelta(days=1)
 
 
 def enqueue_unchecked_runs(now=None):
@@ -31,6 +34,32 @@ def enqueue_unchecked_runs(now=None):
         enqueued += 1
     if run_ids:
         log.info("Sweeper: enqueued %s of %s unchecked runs", enqueued, len(run_ids))
+    return enqueued
+
+
+def enqueue_unchecked_artifacts(now=None):
+    """Enqueue artifact checks of checked runs whose object was never looked up; return how many."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=current_app.config["SWEEP_AFTER_SECONDS"])
+    run_ids = db.session.execute(
+        db.select(BackupRun.id)
+        .where(
+            BackupRun.object_key.is_not(None),
+            BackupRun.status == "success",
+            BackupRun.artifact_checked_at.is_(None),
+            BackupRun.checked_at <= cutoff,
+            BackupRun.checked_at > now - ARTIFACT_RETRY_WINDOW,
+        )
+        .order_by(BackupRun.checked_at)
+        .limit(SWEEP_BATCH)
+    ).scalars().all()
+    enqueued = 0
+    for run_id in run_ids:
+        if not enqueue_artifact_check(run_id):
+            break
+        enqueued += 1
+    if run_ids:
+        log.info("Sweeper: enqueued %s of %s artifact checks", enqueued, len(run_ids))
     return enqueued
 
 
