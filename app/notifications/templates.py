@@ -46,25 +46,25 @@ _EMAIL_HTML = """\
 _DIGEST_SUBJECT = "Backwatch daily digest: {{ digest.total }} open alerts"
 _DIGEST_TEXT = """\
 Open alerts: {{ digest.total }}
-{% for name, count in (digest.by_severity or {}).items() %}{{ name }}: {{ count }}  {% endfor %}
+{% for name, count in digest.get("by_severity", {}).items() %}{{ name }}: {{ count }}  {% endfor %}
 {% for type, count in digest.by_type | dictsort %}{{ type }}: {{ count }}
 {% endfor %}
 {% for group in digest.jobs %}
 {{ group.job }}
 {% for alert in group.alerts %}  [{{ alert.severity }}] {{ alert.message }} ({{ alert.url }})
-{% endfor %}{% endfor %}{% if digest.omitted %}
+{% endfor %}{% endfor %}{% if digest.get("omitted") %}
 and {{ digest.omitted }} more in the console.
 {% endif %}
 Console: {{ links.console }}
 """
 _DIGEST_HTML = """\
 <h2>Open alerts: {{ digest.total }}</h2>
-<p>{% for name, count in (digest.by_severity or {}).items() %}{{ name }}: {{ count }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
+<p>{% for name, count in digest.get("by_severity", {}).items() %}{{ name }}: {{ count }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
 <ul>{% for type, count in digest.by_type | dictsort %}<li>{{ type }}: {{ count }}</li>{% endfor %}</ul>
 {% for group in digest.jobs %}<h3>{{ group.job }}</h3><ul>
 {% for alert in group.alerts %}<li>[{{ alert.severity }}] <a href="{{ alert.url }}">{{ alert.message }}</a></li>
 {% endfor %}</ul>{% endfor %}
-{% if digest.omitted %}<p>and {{ digest.omitted }} more in the console.</p>{% endif %}
+{% if digest.get("omitted") %}<p>and {{ digest.omitted }} more in the console.</p>{% endif %}
 <p><a href="{{ links.console }}">Open Backwatch</a></p>
 """
 _SMS_TEXT = "{{ alert.severity }} {{ job.name if job else '' }}: {{ alert.message }}"
