@@ -31,6 +31,7 @@ def create_app(overrides=None):
     app.config.update(overrides or {})
     _configure_database_url(app)
     _configure_secret_key(app)
+    _configure_session_cookie(app)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
@@ -45,10 +46,12 @@ def create_app(overrides=None):
     from app.auth import bp as auth_bp
     from app.cli import register_commands
     from app.intake import bp as intake_bp
+    from app.metrics import bp as metrics_bp
 
     app.register_blueprint(intake_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(metrics_bp)
     init_admin(app)
     register_commands(app)
     _register_error_handlers(app)
@@ -87,6 +90,13 @@ def _configure_secret_key(app):
             handle.write(secrets.token_hex(32))
     with open(path) as handle:
         app.config["SECRET_KEY"] = handle.read().strip()
+
+
+def _configure_session_cookie(app):
+    """Send the session cookie over HTTPS only when BACKWATCH_BASE_URL is an https:// address."""
+    if app.config["BASE_URL"].lower().startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
+        app.config["REMEMBER_COOKIE_SECURE"] = True
 
 
 @event.listens_for(Engine, "connect")
