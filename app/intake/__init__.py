@@ -2,3 +2,4 @@
 
 from app.intake.routes import bp  # noqa: F401
 from app.intake import ping  # noqa: F401  (registers the /ping/ routes on bp)
+from app.intake import tools  # noqa: F401  (registers the Duplicati and restic hooks on bp)
