@@ -718,3 +718,11 @@ def test_restic_body_over_limit_413(app, client, make_job):
     assert response.status_code == 413
     assert response.json["error"]["field"] == "body"
     assert run_count(app) == 0
+
+
+def test_duplicati_backend_name_with_control_character(app, client, make_job, offsite):
+    _, token = make_job()
+    response = post_json(client, token, DUPLICATI_JSON, "?storage_backend=off%00site")
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == "storage_backend"
+    assert readings(app) == []

@@ -14,6 +14,7 @@ from app.admin.notification_views import (
     unread_count,
 )
 from app.admin.storage_views import StorageBackendView
+from app.admin.token_views import ApiTokenView
 from app.admin.views import AlertView, ConsoleIndexView, JobView, RunView
 from app.extensions import db
 from app.models import (
@@ -41,6 +42,7 @@ def init_admin(app):
     admin.add_view(StorageBackendView(StorageBackend, db, name="Storage", endpoint="storage", url="/admin/storage"))
     admin.add_view(InboxView(name="Inbox", endpoint="inbox", url="/admin/notifications"))
     admin.add_view(PreferencesView(name="My preferences", endpoint="preferences", url="/admin/preferences"))
+    admin.add_view(ApiTokenView(name="API tokens", endpoint="api_tokens", url="/admin/api-tokens"))
     notifications = "Notifications"
     admin.add_view(DeliveryView(Delivery, db, name="Deliveries", endpoint="deliveries", url="/admin/notifications/deliveries", category=notifications))
     admin.add_view(TemplateView(NotificationTemplate, db, name="Templates", endpoint="templates", url="/admin/notifications/templates", category=notifications))

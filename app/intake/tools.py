@@ -152,6 +152,9 @@ def _storage_backend(name):
     name = name.strip()
     if not name or len(name) > BACKEND_NAME_MAX_CHARS:
         raise HookError(400, "storage_backend", f"must be 1 to {BACKEND_NAME_MAX_CHARS} characters")
+    if not name.isprintable():
+        # PostgreSQL text cannot hold NUL, and no backend name has control characters.
+        raise HookError(400, "storage_backend", "must contain only printable characters")
     backend = db.session.execute(
         db.select(StorageBackend).where(StorageBackend.name == name)
     ).scalar_one_or_none()
