@@ -142,4 +142,9 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
+    # A login session ends this many seconds after its last request. The
+    # cookie is Secure when BASE_URL is https:// (see create_app).
     PERMANENT_SESSION_LIFETIME = _int("BACKWATCH_SESSION_SECONDS", 12 * 3600)
+    # CSRF tokens stay valid as long as the session, so a console page left
+    # open for hours can still post.
+    WTF_CSRF_TIME_LIMIT = None

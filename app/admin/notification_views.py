@@ -2,29 +2,27 @@
 templates and webhook endpoints."""
 
 import secrets
+import zoneinfo
 
 from flask import abort, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
 from flask_admin.actions import action
+from flask_admin.contrib.sqla import tools as sqla_tools
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import update
-from wtforms import PasswordField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
 
-from app.admin.views import LoginRequiredMixin, SecureModelView, column_severity
+from app.admin.views import AdminOnlyMixin, LoginRequiredMixin, SecureModelView, column_severity, is_platform_admin
 from app.crypto import encrypt_secret
 from app.extensions import db
 from app.http_client import RequestFailed, check_url
-from app.models import Delivery, Notification, Severity, utcnow
+from app.models import Delivery, Notification, Severity, User, utcnow
+from app.models.users import PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS
 from app.notifications.templates import render
 from app.preferences import edit_preferences, normalise_phone_number
 from app.queue import enqueue_delivery
-
-
-class AdminOnlyMixin:
-    def is_accessible(self):
-        return current_user.is_authenticated and current_user.is_platform_admin
 
 
 class InboxView(LoginRequiredMixin, BaseView):
@@ -84,7 +82,16 @@ def _delivery_alert(view, context, model, name):
     return Markup('<a href="{}">{} #{}</a>').format(url_for("alerts.details_view", id=alert_id), model.alert_event.event, alert_id)
 
 
-class DeliveryView(AdminOnlyMixin, SecureModelView):
+def _delivery_address(view, context, model, name):
+    # Webhook URLs can hold credentials (a Slack URL does), and users' addresses are their own.
+    if is_platform_admin() or (model.user_id is not None and model.user_id == current_user.id):
+        return model.address or ""
+    return Markup('<span class="text-muted">hidden</span>')
+
+
+class DeliveryView(SecureModelView):
+    """The delivery ledger: every user may read it, only platform admins see others' addresses and retry."""
+
     can_create = False
     can_delete = False
     can_view_details = True
@@ -93,8 +100,24 @@ class DeliveryView(AdminOnlyMixin, SecureModelView):
                    "attempts", "last_status_code", "last_error", "provider_message_id", "sent_at")
     column_filters = ("status", "channel", "recipient_key", "created_at", "last_status_code")
     column_searchable_list = ("address", "last_error")
-    column_formatters = {"alert_event": _delivery_alert}
+    # Sorting by a hidden address would leak its order.
+    column_sortable_list = ("id", "created_at", "channel", "recipient_key", "status", "attempts",
+                            "last_status_code", "sent_at")
+    column_formatters = {"alert_event": _delivery_alert, "address": _delivery_address}
+    column_formatters_detail = column_formatters
     column_labels = {"alert_event": "Event"}
+
+    def _apply_search(self, query, count_query, joins, count_joins, search):
+        if is_platform_admin():
+            return super()._apply_search(query, count_query, joins, count_joins, search)
+        # A search in addresses would reveal the hidden ones a character at a time.
+        for term in search.split(" "):
+            if term:
+                condition = Delivery.last_error.ilike(sqla_tools.parse_like_term(term))
+                query = query.filter(condition)
+                if count_query is not None:
+                    count_query = count_query.filter(condition)
+        return query, count_query, joins, count_joins
 
     @property
     def can_edit(self):
@@ -203,12 +226,31 @@ class WebhookEndpointView(AdminOnlyMixin, SecureModelView):
         return redirect(url_for(".details_view", id=endpoint_id))
 
 
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
 class UserView(AdminOnlyMixin, SecureModelView):
+    """Users, for platform admins: create, make admin, deactivate.
+
+    Users are deactivated, not deleted, so alerts keep who acknowledged
+    them. The last active platform admin cannot lose that role.
+    """
+
+    can_delete = False
     column_list = ("id", "email", "is_platform_admin", "is_active_user", "phone_number", "timezone", "created_at")
     column_labels = {"is_active_user": "Active", "is_platform_admin": "Platform admin"}
+    column_descriptions = {
+        "is_active_user": "A deactivated user cannot log in, and their open sessions end at once.",
+    }
     form_columns = ("email", "is_platform_admin", "is_active_user", "phone_number", "timezone", "password")
+    form_overrides = {"email": EmailField}
+    form_args = {"email": {"validators": [DataRequired(), Email(), Length(max=254)], "filters": [_strip]}}
     form_extra_fields = {
-        "password": PasswordField("New password", validators=[Optional(), Length(min=10, max=1024)]),
+        "password": PasswordField(
+            "New password", validators=[Optional(), Length(min=PASSWORD_MIN_CHARS, max=PASSWORD_MAX_CHARS)],
+            description="Leave empty to keep the current one. Setting one ends the user's open sessions.",
+        ),
     }
     column_formatters = {
         "email": lambda v, c, m, n: Markup('<a href="{}">{}</a>').format(url_for("preferences.for_user", user_id=m.id), m.email),
@@ -218,10 +260,41 @@ class UserView(AdminOnlyMixin, SecureModelView):
         if form.password.data:
             model.set_password(form.password.data)
         elif is_created:
-            raise ValidationError("a new user needs a password")
+            raise ValidationError("password: a new user needs a password")
         model.email = model.email.strip().lower()
+        with db.session.no_autoflush:
+            taken = db.session.scalar(db.select(User.id).where(User.email == model.email, User.id != model.id))
+        if taken is not None:
+            raise ValidationError(f"email: another user already has the address {model.email}")
         if model.phone_number:
             try:
                 model.phone_number = normalise_phone_number(model.phone_number.strip())
             except ValueError as exc:
                 raise ValidationError(f"phone number {exc}") from None
+        model.timezone = (model.timezone or "").strip() or "UTC"
+        if model.timezone not in zoneinfo.available_timezones() and model.timezone != "UTC":
+            raise ValidationError(f"timezone: unknown time zone {model.timezone!r}; use an IANA name such as Europe/Berlin")
+        if not is_created:
+            _keep_an_active_admin(model)
+
+
+def _keep_an_active_admin(user):
+    """Raise ValidationError when saving `user` would leave no active platform admin.
+
+    Two admins who demote each other at the same time must not both succeed.
+    On PostgreSQL, the FOR UPDATE below makes the second request wait until
+    the first commits. On SQLite, which ignores FOR UPDATE, the flush takes
+    the database's write lock, which has the same effect. The count then
+    includes this request's own change.
+    """
+    if user.is_platform_admin and user.is_active_user:
+        return
+    active_admin = (User.is_platform_admin.is_(True), User.is_active_user.is_(True))
+    with db.session.no_autoflush:
+        db.session.scalars(db.select(User.id).where(*active_admin).order_by(User.id).with_for_update()).all()
+    db.session.flush()
+    remaining = db.session.scalar(db.select(db.func.count()).select_from(User).where(*active_admin))
+    if remaining == 0:
+        raise ValidationError(
+            f"{user.email} is the last active platform admin; make another user a platform admin first"
+        )

@@ -1,29 +1,99 @@
 """Console views. Flask-Admin escapes every value it renders; the formatters
 below build markup only with markupsafe, so report text stays text."""
 
-from flask import redirect, request, url_for
+from flask import abort, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView, filters
-from flask_admin.contrib.sqla.filters import FilterEqual
 from flask_admin.model import filters as model_filters
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 
-from app.extensions import db
-from app.models import Alert, Severity
-from app.monitoring.alerts import get_active_alerts, get_alert_summary
+from app.admin.dashboard import render_dashboard
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def is_platform_admin():
+    return current_user.is_authenticated and current_user.is_platform_admin
 
 
 class LoginRequiredMixin:
-    """Send anonymous visitors to the login page; only admins may change data."""
+    """Send anonymous visitors to the login page, and logged-in users without access to a 403."""
 
     def is_accessible(self):
         return current_user.is_authenticated
 
     def inaccessible_callback(self, name, **kwargs):
+        if current_user.is_authenticated:
+            abort(403, description="Only platform admins may open this page.")
         # full_path ends in "?" when there is no query string.
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+class AdminOnlyMixin(LoginRequiredMixin):
+    """Make a whole view platform-admin only: pages, forms and menu entry.
+
+    Put it first in the bases, as in `class UserView(AdminOnlyMixin,
+    SecureModelView)`. For a view that every user may read but only admins
+    may change, use SecureModelView (or AdminWritesMixin) alone.
+    """
+
+    def is_accessible(self):
+        return is_platform_admin()
+
+
+class AdminWritesMixin(LoginRequiredMixin):
+    """Let every logged-in user read a view and only platform admins post to it.
+
+    A request with any method other than GET, HEAD or OPTIONS to an
+    @expose'd method of the view gets a 403 for other users, unless the
+    method's name is in `user_actions`. SecureModelView adds the same rule
+    for Flask-Admin's create, edit, delete and @action. Templates can hide
+    a button with `admin_view.user_may(name)`.
+    """
+
+    # Names of methods, @actions and Flask-Admin operations ("create",
+    # "edit", "delete") that users who are not platform admins may use.
+    user_actions = ()
+
+    def user_may(self, name):
+        """Return whether the current user may use the method, @action or operation `name`."""
+        return is_platform_admin() or name in self.user_actions
+
+    def _handle_view(self, name, **kwargs):
+        response = super()._handle_view(name, **kwargs)
+        if response is not None or request.method in SAFE_METHODS:
+            return response
+        if not self._may_post(name):
+            abort(403, description="Only platform admins may make this change.")
+        return None
+
+    def _may_post(self, name):
+        return self.user_may(name)
+
+
+def _admin_gated(operation, enabled):
+    """Return a can_<operation> property: `enabled` for admins, and for others only when user_actions allows it."""
+    return property(lambda view: enabled and view.user_may(operation))
+
+
+# Flask-Admin's own form posts: each checks can_create, can_edit, can_delete
+# or is_action_allowed itself, so a refused post redirects without a change.
+FLASK_ADMIN_FORM_VIEWS = ("create_view", "edit_view", "delete_view", "action_view")
+
+
+class ConsoleForm(FlaskForm):
+    """A Flask-WTF form (CSRF) that keeps the edited row in `_obj`, as Flask-Admin's own BaseForm does.
+
+    Flask-Admin's Unique validator compares against `_obj`; without it, saving
+    a row with an unchanged unique value (a user's email) fails with "Already exists."
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._obj = kwargs.get("obj", args[1] if len(args) > 1 else None)
+        super().__init__(*args, **kwargs)
 
 
 class ConsoleIndexView(LoginRequiredMixin, AdminIndexView):
@@ -31,9 +101,7 @@ class ConsoleIndexView(LoginRequiredMixin, AdminIndexView):
     def index(self):
         if not self.is_accessible():
             return self.inaccessible_callback("index")
-        summary = get_alert_summary()
-        alerts = db.session.execute(get_active_alerts().limit(20)).scalars().all()
-        return self.render("admin/console_index.html", summary=summary, alerts=alerts)
+        return render_dashboard(self)
 
 
 class ColumnTypeFilterConverter(filters.FilterConverter):
@@ -44,103 +112,52 @@ class ColumnTypeFilterConverter(filters.FilterConverter):
         return self.conv_datetime(column, name, **kwargs)
 
 
-class SecureModelView(LoginRequiredMixin, ModelView):
+class SecureModelView(AdminWritesMixin, ModelView):
+    """A model view that every logged-in user may read and only platform admins may change.
+
+    For users who are not platform admins, can_create, can_edit and
+    can_delete are False (Flask-Admin hides the buttons and refuses the
+    posts), every @action is disallowed, and every other POST route of the
+    view returns 403 (see AdminWritesMixin). A subclass keeps Flask-Admin's
+    idiom: `can_create = True` there means "platform admins may create",
+    because __init_subclass__ turns such a class attribute into a property
+    with the same check. To open an operation to every logged-in user, list
+    it in `user_actions`, for example `user_actions = ("acknowledge",)` for
+    an @action or POST route named acknowledge, or "create", "edit",
+    "delete" for the forms. A view that other users may not even read adds
+    AdminOnlyMixin.
+    """
+
     # Flask-WTF forms, so the app-wide CSRF protection covers every form and action.
-    form_base_class = FlaskForm
+    form_base_class = ConsoleForm
     filter_converter = ColumnTypeFilterConverter()
     page_size = 50
     can_set_page_size = True
+    can_create = _admin_gated("create", True)
+    can_edit = _admin_gated("edit", True)
+    can_delete = _admin_gated("delete", True)
 
-    @property
-    def can_edit(self):
-        return current_user.is_authenticated and current_user.is_platform_admin
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for operation in ("create", "edit", "delete"):
+            name = f"can_{operation}"
+            value = cls.__dict__.get(name)
+            if isinstance(value, bool):
+                setattr(cls, name, _admin_gated(operation, value))
+
+    def is_action_allowed(self, name):
+        return self.user_may(name) and super().is_action_allowed(name)
+
+    def _may_post(self, name):
+        if name in FLASK_ADMIN_FORM_VIEWS:
+            return True
+        if name == "ajax_update":
+            # Flask-Admin checks only column_editable_list for inline edits, not can_edit.
+            return self.can_edit
+        return super()._may_post(name)
 
 
 def column_severity(view, context, model, name):
     severity = getattr(model, name)
     return Markup('<span class="severity-{0}">{0}</span>').format(severity.name) if severity else ""
-
-
-def _job_link(view, context, model, name):
-    job = model.job
-    if job is None:
-        return ""
-    return Markup('<a href="{}">{}</a>').format(url_for("jobs.details_view", id=job.id), job.name)
-
-
-def _run_link(view, context, model, name):
-    if model.run_id is None:
-        return ""
-    return Markup('<a href="{}">run {}</a>').format(url_for("runs.details_view", id=model.run_id), model.run_id)
-
-
-def _preformatted(view, context, model, name):
-    value = getattr(model, name)
-    return Markup('<pre class="log-tail">{}</pre>').format(value) if value else ""
-
-
-def _bytes(view, context, model, name):
-    value = getattr(model, name)
-    return "" if value is None else f"{value:,} B"
-
-
-class AlertView(SecureModelView):
-    can_create = False
-    can_delete = False
-    can_view_details = True
-    column_default_sort = [("last_seen_at", True)]
-    column_list = ("id", "severity", "alert_type", "status", "job", "message", "occurrences", "last_seen_at")
-    column_details_list = (
-        "id", "severity", "alert_type", "status", "job", "run", "storage_backend", "message", "details",
-        "occurrences", "created_at", "last_seen_at", "acknowledged_at", "resolved_at",
-    )
-    column_filters = (
-        FilterEqual(Alert.severity, "Severity", options=[(str(s.value), s.name) for s in Severity]),
-        "alert_type",
-        "status",
-        "job.name",
-        "created_at",
-        "last_seen_at",
-    )
-    column_searchable_list = ("message",)
-    column_sortable_list = ("id", "severity", "alert_type", "status", "occurrences", "last_seen_at")
-    column_formatters = {"severity": column_severity, "job": _job_link, "run": _run_link}
-
-    @property
-    def can_edit(self):
-        return False
-
-
-class JobView(SecureModelView):
-    can_create = False
-    can_delete = False
-    can_view_details = True
-    column_list = ("id", "name", "paused", "last_run_at", "created_at")
-    column_details_list = ("id", "name", "description", "paused", "baseline_window", "baseline_min_samples", "last_run_at", "created_at")
-    column_searchable_list = ("name",)
-    form_columns = ("name", "description", "paused", "baseline_window", "baseline_min_samples")
-    column_descriptions = {
-        "baseline_window": "How many recent successful runs the size and duration checks average (empty: the setting).",
-        "baseline_min_samples": "How many successful runs must exist before those checks apply (empty: the setting).",
-    }
-
-
-class RunView(SecureModelView):
-    can_create = False
-    can_delete = False
-    can_view_details = True
-    column_default_sort = [("finished_at", True)]
-    column_list = ("id", "job", "kind", "status", "finished_at", "duration_seconds", "size_bytes", "exit_code", "checked_at")
-    column_details_list = (
-        "id", "job", "client_run_id", "kind", "status", "started_at", "finished_at", "duration_seconds",
-        "size_bytes", "exit_code", "storage_backend", "error", "log_tail", "log_truncated_bytes",
-        "object_key", "sha256", "received_at", "checked_at",
-    )
-    column_filters = ("kind", "status", "job.name", "finished_at")
-    column_formatters = {"job": _job_link, "size_bytes": _bytes}
-    column_formatters_detail = {"job": _job_link, "size_bytes": _bytes, "log_tail": _preformatted, "error": _preformatted}
-
-    @property
-    def can_edit(self):
-        return False
 

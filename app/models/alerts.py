@@ -42,6 +42,9 @@ class Alert(db.Model):
         Index("ix_alerts_job_status", "job_id", "status"),
         Index("ix_alerts_resolved_at", "resolved_at"),
         Index("ix_alerts_status_next_reminder", "status", "next_reminder_at"),
+        # The console's alert list sorts by these, with id as the tie-breaker.
+        Index("ix_alerts_created_id", "created_at", "id"),
+        Index("ix_alerts_last_seen_id", "last_seen_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

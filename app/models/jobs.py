@@ -111,6 +111,8 @@ class BackupRun(db.Model):
         Index("ix_backup_runs_job_kind_status_finished", "job_id", "kind", "status", "finished_at", "id"),
         # The sweeper looks for runs that were stored but never checked.
         Index("ix_backup_runs_unchecked", "checked_at", "received_at"),
+        # The console's run list, latest finished first.
+        Index("ix_backup_runs_finished_id", "finished_at", "id"),
         # The sweeper looks for the last day's runs whose artifact was never looked up.
         Index("ix_backup_runs_artifact_unchecked", "artifact_checked_at", "checked_at"),
     )

@@ -1,5 +1,9 @@
 """Users and their notification preferences."""
 
+import hashlib
+import hmac
+
+from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -9,6 +13,9 @@ from app.extensions import db
 from app.models.types import Severity, SeverityType, UTCDateTime, utcnow
 
 CHANNELS = ("in_app", "email", "sms")
+# Console passwords: at least this many characters, at most PASSWORD_MAX_CHARS.
+PASSWORD_MIN_CHARS = 12
+PASSWORD_MAX_CHARS = 1024
 
 # Channel settings of a user who has not changed them.
 DEFAULT_PREFERENCES = {
@@ -43,6 +50,21 @@ class User(UserMixin, db.Model):
 
     def check_password(self, password):
         return check_password_hash(self.password_hash, password)
+
+    @property
+    def session_version(self):
+        """A short HMAC of the password hash, stored in each login session.
+
+        It changes with the password, so a password change ends every other
+        session of the user without a column to update.
+        """
+        key = current_app.config["SECRET_KEY"].encode()
+        message = b"session-version:" + self.password_hash.encode()
+        return hmac.new(key, message, hashlib.sha256).hexdigest()[:16]
+
+    def get_id(self):
+        """Return the login session's user key: "<id>:<session_version>" (see app.auth.load_user)."""
+        return f"{self.id}:{self.session_version}"
 
     def preference_for(self, channel):
         """Return (enabled, min_severity) for `channel`, with defaults filled in."""

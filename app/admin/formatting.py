@@ -1,0 +1,83 @@
+"""Display helpers for the console: times, durations, sizes, and links to filtered lists."""
+
+from datetime import timezone
+
+from flask import current_app, url_for
+
+from app.admin.charts import human
+from app.models import utcnow
+
+
+def utc_stamp(moment):
+    """Return `moment` as "2026-12-01 02:14 UTC", or "" for None."""
+    if moment is None:
+        return ""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def relative_time(moment, now=None):
+    """Return how far `moment` is from now, such as "3 h ago" or "in 5 min"."""
+    if moment is None:
+        return ""
+    now = now or utcnow()
+    seconds = (now - moment).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        return "just now" if not future else "in under a minute"
+    if seconds < 3600:
+        amount = f"{seconds // 60:.0f} min"
+    elif seconds < 48 * 3600:
+        amount = f"{seconds // 3600:.0f} h"
+    else:
+        amount = f"{seconds // 86400:.0f} d"
+    return f"in {amount}" if future else f"{amount} ago"
+
+
+def human_duration(seconds):
+    """Return a duration in seconds as "45 s", "14 min 9 s" or "2 h 5 min"."""
+    if seconds is None:
+        return ""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def human_size(size_bytes):
+    """Return a byte count in binary units, such as "5.0 GiB", or "" for None."""
+    return "" if size_bytes is None else human(size_bytes, "B")
+
+
+def _column_identity(column):
+    # A filter refers to a mapped attribute or to a table column, and both lead to the column.
+    column = getattr(column, "expression", column)
+    return column.table.name, column.key
+
+
+def filtered_list_url(endpoint, *conditions, **url_args):
+    """Return the URL of a Flask-Admin list view with its own filters applied.
+
+    Each condition is (column, filter class, value), for example
+    (Alert.severity, FilterEqual, 40). The first filter of the view on that
+    column that is an instance of the class is used. Its position in the
+    view decides its URL argument, so the argument is looked up rather than
+    written out. A condition the view has no filter for raises LookupError.
+    """
+    view = next(
+        view for admin in current_app.extensions["admin"] for view in admin._views
+        if getattr(view, "endpoint", None) == endpoint
+    )
+    for position, (column, filter_class, value) in enumerate(conditions):
+        wanted = _column_identity(column)
+        for index, flt in enumerate(view._filters or ()):
+            if isinstance(flt, filter_class) and _column_identity(flt.column) == wanted:
+                url_args[f"flt{position}_{view.get_filter_arg(index, flt)}"] = value
+                break
+        else:
+            raise LookupError(f"{endpoint} has no {filter_class.__name__} filter on {wanted[0]}.{wanted[1]}")
+    return url_for(f"{endpoint}.index_view", **url_args)
