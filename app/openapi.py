@@ -625,7 +625,7 @@ def _ping_operations():
         "/ping/{token}/fail": _ping_operation(
             "Report a failed run", "pingFail", "Stores a failed backup run." + compatibility),
         "/ping/{token}/log": _ping_operation(
-            "Send a log line", "pingLog", "Accepted for compatibility; nothing is stored." + compatibility),
+            "Send a log line", "pingLog", "The body joins the log of the run going on (the start with the same rid), which its finish takes." + compatibility),
         "/ping/{token}/{status}": _ping_operation(
             "Report a run by exit status", "pingExitStatus",
             "Stores a successful run for 0, a failed run for 1 to 255." + compatibility, [status_parameter]),

@@ -307,6 +307,32 @@ def test_ping_log_keeps_start_pending(app, client, make_job, clock):
     clock.advance(20)
     client.get(f"/ping/{token}?rid=r1")
     assert runs(app)[0].duration_seconds == 40
+    assert runs(app)[0].log_tail == "halfway\n"
+
+
+def test_ping_logs_join_in_order(app, client, make_job):
+    _, token = make_job()
+    client.post(f"/ping/{token}/start", data=b"starting\n")
+    client.post(f"/ping/{token}/log", data=b"halfway\n")
+    client.post(f"/ping/{token}/0", data=b"done\n")
+    assert runs(app)[0].log_tail == "starting\nhalfway\ndone\n"
+
+
+def test_ping_joined_log_keeps_its_tail(app, client, make_job, monkeypatch):
+    monkeypatch.setitem(app.config, "LOG_TAIL_MAX_BYTES", 10)
+    _, token = make_job()
+    client.post(f"/ping/{token}/start", data=b"0123456789")
+    client.post(f"/ping/{token}/0", data=b"abcdef")
+    [run] = runs(app)
+    assert run.log_tail.endswith("6789abcdef")
+    assert run.log_tail.startswith("[... 6 bytes cut")
+
+
+def test_ping_log_without_start_answers_ok(app, client, make_job):
+    _, token = make_job()
+    response = client.post(f"/ping/{token}/log", data=b"orphan\n")
+    assert response.status_code == 200
+    assert runs(app) == [] and starts(app) == []
 
 
 def test_ping_enqueues_check(client, make_job, queue):

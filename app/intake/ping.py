@@ -7,7 +7,7 @@ token in place of the check's UUID. Each endpoint takes HEAD, GET or POST:
 - `/ping/<token>` and `/ping/<token>/0` store a successful run;
 - `/ping/<token>/fail` and `/ping/<token>/<1-255>` store a failed run;
 - `/ping/<token>/start` records the start that the next finish is paired with;
-- `/ping/<token>/log` is accepted, but nothing is stored.
+- `/ping/<token>/log` adds its body to the log of the run going on.
 
 `?rid=<id>` is the client's run id. It pairs a start with its finish when
 runs of one job overlap. A POST body becomes the run's log. Responses are
@@ -21,7 +21,7 @@ from flask import current_app, request
 
 from app.intake.report import START_STATUS, Report
 from app.intake.routes import _read_body, bp
-from app.intake.store import record_start, store_run
+from app.intake.store import append_start_log, record_start, store_run
 from app.intake.text import clean_text, decode_body, tail, truncation_marker
 from app.models import BackupJob, utcnow
 from app.queue import enqueue_run_check
@@ -63,16 +63,13 @@ def ping(token, action=None):
         return _text_response(exc.status, exc.message)
 
     if status == LOG_PING:
-        # NOTE: RunStart has no column for a log, so the body of a log ping
-        # is dropped rather than kept with the pending start. So is the
-        # body of a start ping.
-        log.info(
-            "Job %s: log ping received (%d characters), not stored",
-            job.id, len(log_text or ""),
-        )
+        # The finish takes this text with the start. Without a start the
+        # text has no run to belong to, and healthchecks.io answers OK too.
+        if log_text and not append_start_log(job, rid, log_text):
+            log.info("Job %s: log ping with no run going on, %d characters not kept", job.id, len(log_text))
         return _ok_response()
     if status == START_STATUS:
-        record_start(job, _start_report(received_at, rid), received_at)
+        record_start(job, _start_report(received_at, rid, log_text), received_at)
         return _ok_response()
 
     report = _finish_report(status, exit_code, log_text, received_at, rid)
@@ -127,10 +124,10 @@ def _read_log():
     return clean_text(decode_body(raw, request.mimetype_params.get("charset")))
 
 
-def _start_report(received_at, rid):
+def _start_report(received_at, rid, log_text):
     return Report(
         kind="backup", status=START_STATUS, started_at=received_at, finished_at=None,
-        duration_seconds=None, size_bytes=None, exit_code=None, error=None, log_tail=None,
+        duration_seconds=None, size_bytes=None, exit_code=None, error=None, log_tail=log_text,
         log_truncated_bytes=0, storage_backend=None, client_run_id=rid,
     )
 

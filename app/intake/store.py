@@ -5,7 +5,10 @@ import logging
 
 from sqlalchemy.exc import IntegrityError
 
+from flask import current_app
+
 from app.extensions import db
+from app.intake.text import tail, truncation_marker
 from app.models import BackupRun, RunStart
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,9 @@ def store_run(job, report, received_at):
             started_at=start.started_at,
             duration_seconds=(report.finished_at - start.started_at).total_seconds(),
         )
+    if start is not None and start.log_tail:
+        log_tail, cut = keep_tail(start.log_tail + (report.log_tail or ""))
+        report = dataclasses.replace(report, log_tail=log_tail, log_truncated_bytes=report.log_truncated_bytes + cut)
     run = BackupRun(
         job_id=job.id,
         client_run_id=report.client_run_id,
@@ -84,6 +90,8 @@ def record_start(job, report, received_at):
         db.session.add(start)
     start.started_at = report.started_at
     start.received_at = received_at
+    if report.log_tail:
+        start.log_tail, _ = keep_tail(report.log_tail)
     try:
         db.session.flush()
         start_id = start.id
@@ -98,18 +106,45 @@ def record_start(job, report, received_at):
     return start_id
 
 
+def append_start_log(job, client_run_id, text):
+    """Add `text` to the log of the run still going on and commit; return False when there is none.
+
+    The run is the start with `client_run_id`, or without one the latest
+    start that had none, the same start its finish will take.
+    """
+    start = _find_start(job.id, client_run_id)
+    if start is None:
+        db.session.rollback()
+        return False
+    start.log_tail, _ = keep_tail((start.log_tail or "") + text)
+    db.session.commit()
+    return True
+
+
+def keep_tail(text):
+    """Return (text, cut bytes): the end of `text` within LOG_TAIL_MAX_BYTES, marked when cut."""
+    kept, cut = tail(text, current_app.config["LOG_TAIL_MAX_BYTES"])
+    if cut:
+        kept = truncation_marker(cut) + kept
+    return kept, cut
+
+
+def _find_start(job_id, client_run_id):
+    query = db.select(RunStart).where(RunStart.job_id == job_id)
+    if client_run_id is None:
+        query = query.where(RunStart.client_run_id.is_(None))
+    else:
+        query = query.where(RunStart.client_run_id == client_run_id)
+    return db.session.execute(query.order_by(RunStart.started_at.desc()).limit(1)).scalar_one_or_none()
+
+
 def _take_start(job_id, client_run_id):
     """Remove and return the start a finish belongs to, or None.
 
     With a run id, the start with that id; without one, the latest start
     that had none. The caller's commit makes the removal final.
     """
-    query = db.select(RunStart).where(RunStart.job_id == job_id)
-    if client_run_id is None:
-        query = query.where(RunStart.client_run_id.is_(None))
-    else:
-        query = query.where(RunStart.client_run_id == client_run_id)
-    start = db.session.execute(query.order_by(RunStart.started_at.desc()).limit(1)).scalar_one_or_none()
+    start = _find_start(job_id, client_run_id)
     if start is not None:
         db.session.delete(start)
     return start

@@ -167,5 +167,7 @@ class RunStart(db.Model):
     client_run_id: Mapped[str | None] = mapped_column(String(200))
     started_at = mapped_column(UTCDateTime, nullable=False)
     received_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # Output sent while the run goes on (a start or log ping's body); the finish takes it.
+    log_tail: Mapped[str | None] = mapped_column(Text)
 
     job = relationship("BackupJob")
