@@ -22,6 +22,7 @@ from app.models import Alert, BackupJob, BackupRun, Delivery, Severity, StorageB
 from app.models.alerts import OPEN_STATUSES
 from app.models.jobs import RUN_KINDS, RUN_STATUSES
 from app.models.notifications import DELIVERY_CHANNELS, DELIVERY_STATUSES
+from app.monitoring.capacity import newest_reading_id
 from app.queue import QUEUE_ERRORS, get_queue
 
 log = logging.getLogger(__name__)
@@ -244,19 +245,9 @@ def _storage_families():
         "Backends without a known capacity are left out.",
         labels=["backend"],
     )
-    # The newest reading per backend, found with ix_usage_readings_backend_measured.
-    # The id breaks a tie between two readings taken at the same time.
-    newest_reading_id = (
-        db.select(UsageReading.id)
-        .where(UsageReading.backend_id == StorageBackend.id)
-        .order_by(UsageReading.measured_at.desc(), UsageReading.id.desc())
-        .limit(1)
-        .correlate(StorageBackend)
-        .scalar_subquery()
-    )
     rows = db.session.execute(
         db.select(StorageBackend.name, UsageReading.used_bytes, UsageReading.capacity_bytes)
-        .join(UsageReading, UsageReading.id == newest_reading_id)
+        .join(UsageReading, UsageReading.id == newest_reading_id())
         .where(StorageBackend.enabled.is_(True))
     ).all()
     for name, used_bytes, capacity_bytes in rows:

@@ -21,7 +21,7 @@ from app.extensions import db
 from app.models import Alert, AlertEvent, BackupJob, BackupRun, Delivery, Severity, StorageBackend, UsageReading, utcnow
 from app.models.alerts import OPEN_STATUSES
 from app.monitoring.alerts import get_active_alerts, get_alert_summary
-from app.monitoring.capacity import forecast_full
+from app.monitoring.capacity import forecast_full, newest_reading_id
 
 ACTIVE_ALERTS_SHOWN = 20
 JOBS_PER_PAGE = 50
@@ -155,14 +155,7 @@ def backend_rows(now=None, limit=BACKENDS_SHOWN):
     total = db.session.scalar(
         db.select(func.count()).select_from(StorageBackend).where(StorageBackend.enabled.is_(True))
     )
-    latest_reading_id = (
-        db.select(UsageReading.id)
-        .where(UsageReading.backend_id == StorageBackend.id)
-        .order_by(UsageReading.measured_at.desc(), UsageReading.id.desc())
-        .limit(1)
-        .correlate(StorageBackend)
-        .scalar_subquery()
-    )
+    latest_reading_id = newest_reading_id()
     pairs = db.session.execute(
         db.select(StorageBackend, UsageReading)
         .outerjoin(UsageReading, UsageReading.id == latest_reading_id)

@@ -77,6 +77,22 @@ def sync_backends_from_settings():
     db.session.commit()
 
 
+def newest_reading_id():
+    """Return a scalar subquery: the id of the newest reading of the StorageBackend row it is correlated with.
+
+    It reads ix_usage_readings_backend_measured; the id breaks a tie between
+    two readings taken at the same time.
+    """
+    return (
+        db.select(UsageReading.id)
+        .where(UsageReading.backend_id == StorageBackend.id)
+        .order_by(UsageReading.measured_at.desc(), UsageReading.id.desc())
+        .limit(1)
+        .correlate(StorageBackend)
+        .scalar_subquery()
+    )
+
+
 def backend_client(backend):
     """Return the app.storage object that reads `backend`, with credentials from the settings."""
     from app.storage import build_backend
