@@ -7,11 +7,13 @@ current app and schema. No assertion depends on a measured time.
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 
 from bench import harness
 from bench.check_history import HISTORY_END, history_rows
+from bench.console_render import alert_rows, run_rows, runs_per_job
 from bench.hook_intake import rotated
 from bench.notify_fanout import check_result
 
@@ -112,3 +114,42 @@ def test_notify_fanout_with_app_worker():
     assert "messages received per variant and round: [6]" in result.stdout
     # Six emails fit one batch, so one job sends them all.
     assert "1 enqueued, 1 finished, 0 failed" in result.stdout
+
+
+def test_console_runs_spread_over_jobs():
+    assert runs_per_job(10, 4) == [3, 3, 2, 2]
+    end = datetime(2026, 1, 1, 12, 0)
+    rows = list(run_rows([7, 8], [3, 2], end))
+    assert [row["job_id"] for row in rows] == [7, 7, 8, 7, 8]
+    assert max(row["finished_at"] for row in rows) == end
+    assert all(row["size_bytes"] is None for row in rows if row["status"] == "failure")
+
+
+def test_console_alert_rows_keep_open_keys_unique():
+    rows = list(alert_rows(1000, job_ids=[1, 2, 3], user_id=9, history_end=datetime(2026, 1, 1)))
+    by_status = {status: [row for row in rows if row["status"] == status] for status in ("ACTIVE", "ACKNOWLEDGED", "RESOLVED")}
+    # 3 jobs x 7 job alert types cap the open alerts at 21.
+    assert len(by_status["ACTIVE"]) == 21
+    assert len(by_status["ACKNOWLEDGED"]) == 0
+    assert len(by_status["RESOLVED"]) == 979
+    open_keys = [row["dedup_key"] for row in by_status["ACTIVE"] + by_status["ACKNOWLEDGED"]]
+    assert len(open_keys) == len(set(open_keys))
+    assert any(row["storage_backend"] for row in by_status["RESOLVED"])
+    assert all(row["resolved_at"] is not None for row in by_status["RESOLVED"])
+
+
+def test_console_few_alerts_cover_every_status():
+    rows = list(alert_rows(6, job_ids=[1, 2, 3, 4, 5], user_id=9, history_end=datetime(2026, 1, 1)))
+    assert [row["status"] for row in rows] == ["ACTIVE", "ACKNOWLEDGED"] + ["RESOLVED"] * 4
+    assert rows[1]["acknowledged_by_id"] == 9
+
+
+def test_console_render_script_runs():
+    result = run_script(
+        "console_render.py", "--database", "sqlite", "--jobs", "12", "--runs", "600", "--alerts", "200",
+        "--rounds", "1", "--requests", "2", "--warmup", "0",
+    )
+    assert result.returncode == 0, result.stderr
+    for page in ("alert list", "dashboard", "job page"):
+        assert f"| sqlite | {page} |" in result.stdout
+    assert "sqlite large: 12 jobs, 600 runs (50 on the measured job), 200 alerts" in result.stdout

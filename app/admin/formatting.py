@@ -6,6 +6,7 @@ from flask import current_app, url_for
 
 from app.admin.charts import human
 from app.models import utcnow
+from app.units import human_seconds
 
 
 def utc_stamp(moment):
@@ -36,16 +37,7 @@ def relative_time(moment, now=None):
 
 def human_duration(seconds):
     """Return a duration in seconds as "45 s", "14 min 9 s" or "2 h 5 min"."""
-    if seconds is None:
-        return ""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return "" if seconds is None else human_seconds(seconds)
 
 
 def human_size(size_bytes):

@@ -41,6 +41,8 @@ class Alert(db.Model):
         Index("ix_alerts_status_severity_last_seen", "status", "severity", "last_seen_at"),
         Index("ix_alerts_job_status", "job_id", "status"),
         Index("ix_alerts_resolved_at", "resolved_at"),
+        # Resolved in the last 24 hours (the dashboard), and past retention (the cleanup).
+        Index("ix_alerts_status_resolved", "status", "resolved_at"),
         Index("ix_alerts_status_next_reminder", "status", "next_reminder_at"),
         # The console's alert list sorts by these, with id as the tie-breaker.
         Index("ix_alerts_created_id", "created_at", "id"),

@@ -13,6 +13,7 @@ from flask import current_app
 
 from app.extensions import db
 from app.models import Severity, StorageBackend, UsageReading, utcnow
+from app.units import human_bytes
 from app.monitoring.alerts import create_backup_alert_with_notifications, resolve_alerts
 from app.notifications.dispatcher import commit_and_dispatch
 
@@ -151,7 +152,7 @@ def _apply_thresholds(backend, percent, used, capacity, now):
     create_backup_alert_with_notifications(
         "STORAGE_CAPACITY",
         severity,
-        f"Storage backend {backend.name} is {percent:.1f}% full ({used} of {capacity} bytes)",
+        f"Storage backend {backend.name} is {percent:.1f}% full ({human_bytes(used)} of {human_bytes(capacity)})",
         {"backend": backend.name, "used_bytes": used, "capacity_bytes": capacity, "percent": round(percent, 2),
          "warning_percent": warning, "critical_percent": critical},
         storage_backend=backend.name,

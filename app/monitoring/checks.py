@@ -12,6 +12,7 @@ from app.monitoring.alerts import create_backup_alert_with_notifications, resolv
 from app.monitoring.missed import resolve_on_report
 from app.notifications.dispatcher import commit_and_dispatch
 from app.queue import enqueue_artifact_check
+from app.units import human_bytes, human_seconds
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def check_size(run, now):
         "SIZE_DEVIATION",
         severity,
         f"Backup of {run.job.name} is {percent}% {direction} than usual "
-        f"({run.size_bytes} bytes against a mean of {baseline.mean:.0f})",
+        f"({human_bytes(run.size_bytes)} against a mean of {human_bytes(baseline.mean)})",
         _details(run, "size_bytes", run.size_bytes, baseline, deviation),
         job=run.job,
         run=run,
@@ -125,8 +126,8 @@ def check_duration(run, now):
     create_backup_alert_with_notifications(
         "DURATION_THRESHOLD",
         severity,
-        f"Backup of {run.job.name} took {run.duration_seconds:.0f} s, "
-        f"{increase * 100:.0f}% above the mean of {baseline.mean:.0f} s",
+        f"Backup of {run.job.name} took {human_seconds(run.duration_seconds)}, "
+        f"{increase * 100:.0f}% above the mean of {human_seconds(baseline.mean)}",
         _details(run, "duration_seconds", run.duration_seconds, baseline, increase),
         job=run.job,
         run=run,

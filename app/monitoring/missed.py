@@ -119,11 +119,11 @@ def _check_schedules(now):
         if expected is None or now < expected[1]:
             continue
         expected_at, deadline = expected
-        last = job.last_run_at.isoformat() if job.last_run_at else "never"
+        last = _readable(job.last_run_at) if job.last_run_at else "never"
         create_backup_alert_with_notifications(
             "MISSED_BACKUP",
             Severity.ERROR,
-            f"{job.name} did not report: a run was expected at {expected_at.isoformat()} (last report: {last})",
+            f"{job.name} did not report: a run was expected at {_readable(expected_at)} (last report: {last})",
             {
                 "expected_at": expected_at.isoformat(),
                 "deadline": deadline.isoformat(),
@@ -158,7 +158,7 @@ def _check_long_runs(now):
         create_backup_alert_with_notifications(
             "RUNNING_TOO_LONG",
             Severity.ERROR,
-            f"{job.name} started at {start.started_at.isoformat()} and has not finished after {hours:.1f} h",
+            f"{job.name} started at {_readable(start.started_at)} and has not finished after {hours:.1f} h",
             {
                 "started_at": start.started_at.isoformat(),
                 "run_id": start.client_run_id,
@@ -185,6 +185,10 @@ def resolve_on_report(job, run, now):
     ).scalar_one_or_none()
     if oldest is None or now - oldest <= max_run(job):
         resolve_alerts("RUNNING_TOO_LONG", job=job, now=now, reason=f"run {run.id} finished")
+
+
+def _readable(moment):
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _open_keys(alert_type):

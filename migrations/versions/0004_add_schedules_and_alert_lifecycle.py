@@ -64,6 +64,7 @@ def upgrade():
         batch_op.add_column(sa.Column('reminders_sent', sa.Integer(), nullable=False, server_default='0'))
         batch_op.create_index('ix_alerts_status_next_reminder', ['status', 'next_reminder_at'], unique=False)
         batch_op.create_index('ix_alerts_created_id', ['created_at', 'id'], unique=False)
+        batch_op.create_index('ix_alerts_status_resolved', ['status', 'resolved_at'], unique=False)
         batch_op.create_index('ix_alerts_last_seen_id', ['last_seen_at', 'id'], unique=False)
 
     with op.batch_alter_table('backup_runs', schema=None) as batch_op:
@@ -99,6 +100,7 @@ def downgrade():
 
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_index('ix_alerts_last_seen_id')
+        batch_op.drop_index('ix_alerts_status_resolved')
         batch_op.drop_index('ix_alerts_created_id')
         batch_op.drop_index('ix_alerts_status_next_reminder')
         batch_op.drop_column('reminders_sent')
