@@ -43,8 +43,6 @@ SEVERITY_OPTIONS = [(str(s.value), s.name) for s in sorted(Severity, reverse=Tru
 STATUS_OPTIONS = [(s, s) for s in ALERT_STATUSES]
 # Sorting by status puts open alerts first: ACTIVE, then ACKNOWLEDGED, then RESOLVED.
 STATUS_RANK = case({"ACTIVE": 0, "ACKNOWLEDGED": 1, "RESOLVED": 2}, value=Alert.status, else_=3)
-# A larger page number is read as this one, because its offset could overflow the database's integers.
-MAX_PAGE = 100_000
 
 
 class OptionFilter:
@@ -256,8 +254,6 @@ class AlertView(SecureModelView):
     def can_edit(self):
         return False
 
-    def get_list(self, page, *args, **kwargs):
-        return super().get_list(min(page or 0, MAX_PAGE), *args, **kwargs)
 
     def get_one(self, id):
         """Load the alert with its job, run and the people who acknowledged and resolved it."""

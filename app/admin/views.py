@@ -112,6 +112,10 @@ class ColumnTypeFilterConverter(filters.FilterConverter):
         return self.conv_datetime(column, name, **kwargs)
 
 
+# A larger page number is read as this one, because its offset could overflow the database's integers.
+MAX_PAGE = 100_000
+
+
 class SecureModelView(AdminWritesMixin, ModelView):
     """A model view that every logged-in user may read and only platform admins may change.
 
@@ -147,6 +151,10 @@ class SecureModelView(AdminWritesMixin, ModelView):
 
     def is_action_allowed(self, name):
         return self.user_may(name) and super().is_action_allowed(name)
+
+    def get_list(self, page, *args, **kwargs):
+        # A page number past MAX_PAGE would make an OFFSET the database cannot hold.
+        return super().get_list(min(max(page or 0, 0), MAX_PAGE), *args, **kwargs)
 
     def _may_post(self, name):
         if name in FLASK_ADMIN_FORM_VIEWS:
