@@ -55,7 +55,8 @@ def authenticate():
             log.info("API request %s %s by %s rejected: %s", request.method, request.path, current_user.email, exc.description)
             raise ApiError(
                 400, "X-CSRFToken",
-                f"{exc.description}; send the console's CSRF token in the X-CSRFToken header, or use an API token",
+                f"{exc.description.rstrip('.')}. Send the CSRF token of a console page (the csrf_token "
+                "field of its forms) in the X-CSRFToken header, or use an API token",
             ) from None
     g.api_user = current_user._get_current_object()
     return None

@@ -87,6 +87,8 @@ def parse_job_fields(data):
         "baseline_window": _integer(data, "baseline_window", 1, MAX_BASELINE_RUNS),
         "baseline_min_samples": _integer(data, "baseline_min_samples", 1, MAX_BASELINE_RUNS),
     }
+    if isinstance(data.get("name"), str) and not data["name"].strip():
+        raise ApiError(400, "name", "must not be empty: give the job a unique name")
     name = _text(data, "name", JOB_NAME_MAX_CHARS)
     if name is None:
         raise ApiError(400, "name", "is required: a unique name for the job")

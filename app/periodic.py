@@ -6,11 +6,13 @@ twice a year. Instead the scheduler calls the task every minute and the
 task runs when the local time has reached its hour and no run is recorded
 for today's local date. The unique (task, date) row is the claim, so two
 workers or two schedulers run it once. After an outage, the day's run
-happens as soon as the service is back.
+happens as soon as the service is back, if that is within CATCH_UP of the
+set time; a service first started in the evening sends no digest until
+the next morning.
 """
 
 import logging
-from datetime import time
+from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app
@@ -20,6 +22,8 @@ from app.extensions import db
 from app.models import PeriodicRun, utcnow
 
 log = logging.getLogger(__name__)
+# How long after its local time a daily task that did not run still runs that day.
+CATCH_UP = timedelta(hours=4)
 
 
 def parse_local_time(value, setting):
@@ -36,7 +40,7 @@ def local_now(now=None):
 
 
 def run_daily(task, setting, func, now=None):
-    """Run `func(now)` if the local time has reached config[setting] and `task` has not run today.
+    """Run `func(now)` if the local time is at most CATCH_UP past config[setting] and `task` has not run today.
 
     Returns func's result, or None when it was not due or another process
     claimed today's run. The claim is written in func's transaction and
@@ -46,7 +50,8 @@ def run_daily(task, setting, func, now=None):
     now = now or utcnow()
     at = parse_local_time(current_app.config[setting], setting)
     local = local_now(now)
-    if local.time() < at:
+    late = timedelta(hours=local.hour - at.hour, minutes=local.minute - at.minute)
+    if not timedelta(0) <= late < CATCH_UP:
         return None
     period = local.date().isoformat()
     if db.session.execute(

@@ -332,6 +332,22 @@ def test_pause_and_unpause(app, admin_client, make_job):
     assert job.schedule_since >= before
 
 
+def test_pause_resolves_missed_alert(app, admin_client, make_job):
+    from app.models import Alert
+    from app.monitoring.missed import check_missed_backups
+
+    job_id, _ = make_job("nightly-db", schedule_interval_seconds=3600, schedule_since=T0)
+    with app.app_context():
+        check_missed_backups(utcnow() + timedelta(hours=3))
+        assert db.session.execute(db.select(Alert.status)).scalars().all() == ["ACTIVE"]
+    token = csrf_token(admin_client, f"/admin/backups/jobs/details/?id={job_id}")
+    admin_client.post(f"/admin/backups/jobs/{job_id}/pause", data={"csrf_token": token})
+    with app.app_context():
+        alert = db.session.execute(db.select(Alert)).scalar_one()
+        assert alert.status == "RESOLVED"
+        assert alert.details["resolution"] == "job paused by admin@example.com"
+
+
 def test_delete_job_with_runs(app, admin_client, make_job):
     job_id, _ = make_job("nightly-db")
     add_runs(app, job_id, 30)

@@ -268,7 +268,9 @@ def test_digest_goes_to_platform_admins_in_app_and_by_email(app, ctx, smtp_serve
     raise_at(make_job("db"), T0)
     from app.jobs import send_alert_digest
 
-    app.config["DIGEST_AT"] = "00:00"
+    from app.periodic import local_now
+
+    app.config["DIGEST_AT"] = local_now().strftime("%H:%M")
     try:
         assert send_alert_digest()["total"] == 1
         assert send_alert_digest() is None
@@ -314,6 +316,26 @@ def test_daily_task_at_a_time_the_clocks_skip(app, ctx, monkeypatch):
         db.session.commit()
         now += timedelta(minutes=10)
     assert runs == ["03-27 02:30", "03-28 02:30", "03-29 03:00", "03-30 02:30"]
+
+
+def test_daily_task_late_start_waits_for_next_day(app, ctx, monkeypatch):
+    """A service first started in the evening sends its first digest the next morning."""
+    monkeypatch.setitem(app.config, "DIGEST_AT", "08:00")
+    runs = []
+    now = datetime(2026, 6, 1, 19, 0, tzinfo=timezone.utc)
+    while now < datetime(2026, 6, 2, 23, 0, tzinfo=timezone.utc):
+        if run_daily("digest", "DIGEST_AT", lambda at: at.isoformat(), now=now) is not None:
+            runs.append(now.strftime("%m-%d %H:%M"))
+        db.session.commit()
+        now += timedelta(minutes=10)
+    assert runs == ["06-02 08:00"]
+
+
+def test_daily_task_catches_up_after_short_outage(app, ctx, monkeypatch):
+    monkeypatch.setitem(app.config, "CLEANUP_AT", "05:00")
+    assert run_daily("cleanup", "CLEANUP_AT", lambda at: "ran", now=datetime(2026, 6, 1, 7, 30, tzinfo=timezone.utc)) == "ran"
+    db.session.commit()
+    assert run_daily("cleanup", "CLEANUP_AT", lambda at: "ran", now=datetime(2026, 6, 2, 9, 30, tzinfo=timezone.utc)) is None
 
 
 def app_zone(app):

@@ -7,6 +7,7 @@ from flask_login import current_user
 from app.admin.account_views import PasswordView
 from app.admin.alert_views import AlertView
 from app.admin.job_views import JobView, RunView
+from app.admin.formatting import time_stamp
 from app.admin.notification_views import (
     DeliveryView,
     InboxView,
@@ -59,9 +60,10 @@ def init_admin(app):
     admin.add_view(PasswordView(name="Change password", endpoint="password", url="/admin/password"))
 
     @app.context_processor
-    def inject_unread_count():
+    def inject_console_helpers():
+        helpers = {"time_stamp": time_stamp}
         if current_user.is_authenticated:
-            return {"unread_notifications": unread_count(current_user)}
-        return {}
+            helpers["unread_notifications"] = unread_count(current_user)
+        return helpers
 
     return admin

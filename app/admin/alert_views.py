@@ -24,7 +24,7 @@ from app.admin.formatting import (
     human_duration,
     human_size,
     relative_time,
-    utc_stamp,
+    time_stamp,
 )
 from app.admin.views import SecureModelView, column_severity
 from app.extensions import db
@@ -69,7 +69,7 @@ def _moment(view, context, model, name):
     if moment is None:
         return ""
     return Markup('<span title="{}">{}</span><br><small class="text-muted">{}</small>').format(
-        moment.isoformat(), utc_stamp(moment), relative_time(moment))
+        moment.isoformat(), time_stamp(moment), relative_time(moment))
 
 
 def _job_or_backend(view, context, model, name):
@@ -266,7 +266,7 @@ class AlertView(SecureModelView):
 
     def render(self, template, **kwargs):
         kwargs.update(
-            utc_stamp=utc_stamp, relative_time=relative_time, human_size=human_size, human_duration=human_duration,
+            time_stamp=time_stamp, relative_time=relative_time, human_size=human_size, human_duration=human_duration,
         )
         if template == self.list_template:
             kwargs["quick_filters"] = self._quick_filters()

@@ -179,5 +179,6 @@ def human(value, unit):
                 return f"{value:.1f} {suffix}" if suffix != "B" else f"{value:.0f} B"
             value /= 1024
     if unit == "s":
-        return f"{value:.0f} s"
+        # Runs shorter than ten seconds (a small tar, a ping) need the tenths.
+        return f"{value:.1f} s" if abs(value) < 10 else f"{value:.0f} s"
     return escape(f"{value:.0f}")

@@ -16,7 +16,7 @@ from flask_login import current_user
 from sqlalchemy import func
 from sqlalchemy.orm import defer, joinedload
 
-from app.admin.formatting import filtered_list_url, human_duration, human_size, relative_time, utc_stamp
+from app.admin.formatting import filtered_list_url, human_duration, human_size, relative_time, time_stamp
 from app.extensions import db
 from app.models import Alert, AlertEvent, BackupJob, BackupRun, Delivery, Severity, StorageBackend, UsageReading, utcnow
 from app.models.alerts import OPEN_STATUSES
@@ -257,7 +257,7 @@ def render_dashboard(view):
         job_alert_link=lambda name: filtered_list_url(
             "alerts", (Alert.status, FilterNotEqual, "RESOLVED"), (BackupJob.name, FilterEqual, name)
         ),
-        utc_stamp=utc_stamp,
+        time_stamp=time_stamp,
         relative_time=relative_time,
         human_size=human_size,
         human_duration=human_duration,

@@ -1,19 +1,30 @@
 """Display helpers for the console: times, durations, sizes, and links to filtered lists."""
 
 from datetime import timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app, url_for
+from flask_login import current_user
 
 from app.admin.charts import human
 from app.models import utcnow
 from app.units import human_seconds
 
 
-def utc_stamp(moment):
-    """Return `moment` as "2026-12-01 02:14 UTC", or "" for None."""
+def display_zone():
+    """Return the logged-in user's time zone (a preference), or UTC."""
+    name = getattr(current_user, "timezone", None) or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def time_stamp(moment):
+    """Return `moment` in the user's time zone, as "2026-12-01 03:14 CET", or "" for None."""
     if moment is None:
         return ""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(display_zone()).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def relative_time(moment, now=None):
@@ -28,10 +39,13 @@ def relative_time(moment, now=None):
         return "just now" if not future else "in under a minute"
     if seconds < 3600:
         amount = f"{seconds // 60:.0f} min"
+    elif seconds < 10 * 3600:
+        hours, minutes = divmod(round(seconds / 60), 60)
+        amount = f"{hours} h {minutes} min" if minutes else f"{hours} h"
     elif seconds < 48 * 3600:
-        amount = f"{seconds // 3600:.0f} h"
+        amount = f"{round(seconds / 3600)} h"
     else:
-        amount = f"{seconds // 86400:.0f} d"
+        amount = f"{round(seconds / 86400)} d"
     return f"in {amount}" if future else f"{amount} ago"
 
 

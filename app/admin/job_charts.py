@@ -68,7 +68,7 @@ def job_charts(job, now=None):
     if duration_baseline is not None and duration_baseline.mean > 0:
         mean = duration_baseline.mean
         warning, critical = config["DURATION_WARNING_INCREASE"], config["DURATION_CRITICAL_INCREASE"]
-        duration_chart.lines = [(mean, f"baseline {mean:.0f} s (mean of {duration_baseline.samples})", "baseline")]
+        duration_chart.lines = [(mean, f"baseline {human(mean, 's')} (mean of {duration_baseline.samples})", "baseline")]
         duration_chart.bands = _deviation_bands(mean, warning, critical, both_sides=False)
 
     return JobCharts(size_chart.render(), duration_chart.render(), len(successes), len(failures))

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from wtforms import IntegerField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app.admin.formatting import human_duration, human_size, relative_time, utc_stamp
+from app.admin.formatting import human_duration, human_size, relative_time, time_stamp
 from app.admin.job_charts import job_charts
 from app.admin.job_snippets import hook_snippets, hook_urls
 from app.admin.silence_views import QUICK_SILENCE, active_and_upcoming_silences, create_silence, end_button
@@ -38,7 +38,8 @@ from app.extensions import db
 from app.models import Alert, BackupJob, BackupRun, utcnow
 from app.models.alerts import OPEN_STATUSES
 from app.models.jobs import RUN_KINDS, RUN_STATUSES
-from app.monitoring.missed import grace, max_run, next_expected, validate_schedule
+from app.monitoring.missed import grace, max_run, next_expected, pause_job_checks, validate_schedule
+from app.notifications.dispatcher import commit_and_dispatch
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def _max_run(view, context, model, name):
 
 
 def _stamp(view, context, model, name):
-    return utc_stamp(getattr(model, name))
+    return time_stamp(getattr(model, name))
 
 
 def _size(view, context, model, name):
@@ -333,7 +334,8 @@ class JobView(SecureModelView):
     def pause_view(self, job_id):
         job = self._job_or_404(job_id)
         job.paused = True
-        db.session.commit()
+        pause_job_checks(job, current_user)
+        commit_and_dispatch()
         flash(f"Paused {job.name}: missed and overdue runs are not checked until it is unpaused.", "success")
         return redirect(self.get_url(".details_view", id=job.id))
 
@@ -356,7 +358,7 @@ class JobView(SecureModelView):
             job=job, starts_at=now, ends_at=now + QUICK_SILENCE, reason=reason[:1000], user=current_user,
         )
         db.session.commit()
-        flash(f"Silenced {job.name} until {utc_stamp(silence.ends_at)}: its alerts are recorded but not sent.", "success")
+        flash(f"Silenced {job.name} until {time_stamp(silence.ends_at)}: its alerts are recorded but not sent.", "success")
         return redirect(self.get_url(".details_view", id=job.id))
 
     def _job_or_404(self, job_id):
@@ -410,7 +412,7 @@ def job_page_context(job, now=None):
         "runs_has_next": len(runs) > RUNS_PER_PAGE,
         "can_manage": is_platform_admin(),
         "quick_silence": human_duration(QUICK_SILENCE.total_seconds()),
-        "utc_stamp": utc_stamp,
+        "time_stamp": time_stamp,
         "relative_time": relative_time,
         "local_stamp": local_stamp,
         "end_button": end_button,

@@ -18,7 +18,7 @@ from rq.job import Job
 from rq.worker import Worker
 from rq_scheduler import Scheduler
 
-from app.admin.formatting import relative_time, utc_stamp
+from app.admin.formatting import relative_time, time_stamp
 from app.admin.views import AdminWritesMixin
 from app.models import utcnow
 from app.queue import QUEUE_ERRORS, get_queue
@@ -173,7 +173,7 @@ class QueueView(AdminWritesMixin, BaseView):
     @expose("/")
     def index(self):
         now = utcnow()
-        context = {"now": now, "utc_stamp": utc_stamp, "relative_time": relative_time,
+        context = {"now": now, "time_stamp": time_stamp, "relative_time": relative_time,
                    "is_admin": current_user.is_platform_admin, "failed_shown": FAILED_SHOWN}
         try:
             context.update(queue_state(now))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from wtforms import BooleanField, DateTimeLocalField, SelectField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length
 
-from app.admin.formatting import utc_stamp
+from app.admin.formatting import time_stamp
 from app.admin.views import SecureModelView, is_platform_admin
 from app.extensions import db
 from app.models import Alert, BackupJob, Silence, StorageBackend, utcnow
@@ -194,7 +194,7 @@ def _state(view, context, model, name):
 
 
 def _stamp(view, context, model, name):
-    return utc_stamp(getattr(model, name))
+    return time_stamp(getattr(model, name))
 
 
 def end_button(silence):

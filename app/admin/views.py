@@ -1,15 +1,19 @@
 """Console views. Flask-Admin escapes every value it renders; the formatters
 below build markup only with markupsafe, so report text stays text."""
 
+from datetime import datetime
+
 from flask import abort, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView, filters
 from flask_admin.model import filters as model_filters
+from flask_admin.model import typefmt
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 
 from app.admin.dashboard import render_dashboard
+from app.admin.formatting import time_stamp
 
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -134,6 +138,9 @@ class SecureModelView(AdminWritesMixin, ModelView):
 
     # Flask-WTF forms, so the app-wide CSRF protection covers every form and action.
     form_base_class = ConsoleForm
+    # Times in the user's time zone, to the minute, in lists and on detail pages.
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: lambda view, value, name: time_stamp(value)}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: lambda view, value, name: time_stamp(value)}
     filter_converter = ColumnTypeFilterConverter()
     page_size = 50
     can_set_page_size = True

@@ -21,6 +21,7 @@ from app.models import Alert, BackupJob, RunStart, Severity, utcnow
 from app.models.alerts import OPEN_STATUSES
 from app.monitoring.alerts import create_backup_alert_with_notifications, dedup_key, resolve_alerts
 from app.notifications.dispatcher import commit_and_dispatch
+from app.units import human_seconds
 
 log = logging.getLogger(__name__)
 # One interval schedule may be as short as a minute and as long as a year.
@@ -154,11 +155,11 @@ def _check_long_runs(now):
         job = start.job
         if dedup_key("RUNNING_TOO_LONG", job=job) in already_open:
             continue
-        hours = (now - start.started_at).total_seconds() / 3600
+        running = human_seconds((now - start.started_at).total_seconds())
         create_backup_alert_with_notifications(
             "RUNNING_TOO_LONG",
             Severity.ERROR,
-            f"{job.name} started at {_readable(start.started_at)} and has not finished after {hours:.1f} h",
+            f"{job.name} started at {_readable(start.started_at)} and has not finished after {running}",
             {
                 "started_at": start.started_at.isoformat(),
                 "run_id": start.client_run_id,
@@ -185,6 +186,17 @@ def resolve_on_report(job, run, now):
     ).scalar_one_or_none()
     if oldest is None or now - oldest <= max_run(job):
         resolve_alerts("RUNNING_TOO_LONG", job=job, now=now, reason=f"run {run.id} finished")
+
+
+def pause_job_checks(job, user=None, now=None):
+    """Resolve the schedule alerts of a job being paused: a paused job is not expected to report.
+
+    The caller sets job.paused and commits with commit_and_dispatch().
+    """
+    now = now or utcnow()
+    who = f" by {user.email}" if user is not None else ""
+    for alert_type in ("MISSED_BACKUP", "RUNNING_TOO_LONG"):
+        resolve_alerts(alert_type, job=job, now=now, reason=f"job paused{who}")
 
 
 def _readable(moment):
