@@ -7,7 +7,7 @@ task runs when the local time has reached its hour and no run is recorded
 for today's local date. The unique (task, date) row is the claim, so two
 workers or two schedulers run it once. After an outage, the day's run
 happens as soon as the service is back, if that is within CATCH_UP of the
-set time; a service first started in the evening sends no digest until
+set time. So a service first started in the evening sends no digest until
 the next morning.
 """
 

@@ -1,4 +1,4 @@
-"""List pages answer odd paging and sorting arguments without a server error."""
+"""List pages reply to odd paging and sorting arguments without a server error."""
 
 import pytest
 

@@ -133,7 +133,7 @@ class LockedRun:
         self.connection.close()
 
 
-def test_worker_killed_in_a_check_leaves_the_run_to_the_sweeper(app, client, make_job, database_url, receiver,
+def test_killed_check_is_swept(app, client, make_job, database_url, receiver,
                                                                  worker_process):
     _, token = make_job("nightly-db")
     with app.app_context():
@@ -156,7 +156,8 @@ def test_worker_killed_in_a_check_leaves_the_run_to_the_sweeper(app, client, mak
     with app.app_context():
         assert db.session.get(BackupRun, run_id).checked_at is not None
         [alert] = db.session.execute(db.select(Alert)).scalars().all()
-        assert alert.alert_type == "BACKUP_FAILURE" and alert.occurrences == 1
+        assert alert.alert_type == "BACKUP_FAILURE"
+        assert alert.occurrences == 1
         assert db.session.scalar(db.select(db.func.count()).select_from(AlertEvent)) == 1
         [delivery] = db.session.execute(db.select(Delivery)).scalars().all()
         assert (delivery.channel, delivery.status, delivery.attempts) == ("webhook", "sent", 1)
@@ -167,7 +168,7 @@ def test_worker_killed_in_a_check_leaves_the_run_to_the_sweeper(app, client, mak
     assert len(receiver.requests) == 1
 
 
-def test_worker_killed_while_sending_leaves_the_delivery_to_the_sweeper(app, make_job, receiver, worker_process):
+def test_killed_send_is_swept(app, make_job, receiver, worker_process):
     job_id, _ = make_job("nightly-db")
     # The receiver holds the first request for up to 5 s, long enough to kill the worker mid-send.
     receiver.delay = 5
@@ -220,7 +221,7 @@ def _pings(url):
         return False
 
 
-def test_redis_outage_loses_no_run_and_sends_each_alert_once(app, database_url, make_job, receiver, tmp_path):
+def test_redis_outage_loses_nothing(app, database_url, make_job, receiver, tmp_path):
     port = _free_port()
     outage_app = create_app({
         **{key: app.config[key] for key in (
