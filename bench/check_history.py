@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import sqlalchemy  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from bench import harness  # noqa: E402
@@ -121,27 +120,6 @@ def fresh_rows(job_id, count):
         }
 
 
-def insert_rows(app, rows, batch_size):
-    """Insert `rows` into backup_runs with Core executemany, `batch_size` rows a call, in one transaction."""
-    from app.extensions import db
-    from app.models import BackupRun
-
-    statement = BackupRun.__table__.insert()
-    inserted = 0
-    with app.app_context(), db.engine.begin() as conn:
-        batch = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) == batch_size:
-                conn.execute(statement, batch)
-                inserted += len(batch)
-                batch = []
-        if batch:
-            conn.execute(statement, batch)
-            inserted += len(batch)
-    return inserted
-
-
 def unchecked_run_ids(app, job_id):
     from app.extensions import db
     from app.models import BackupRun
@@ -166,13 +144,14 @@ class HistoryDatabase:
             self.scratch = harness.ScratchPostgres(args.postgres_url, f"history_{size}")
         self.app = harness.migrated_app(self.scratch.url)
         self.job_id, _ = harness.create_job(self.app, f"bench-history-{size}")
+        from app.models import BackupRun
 
         started = time.perf_counter()
-        inserted = insert_rows(self.app, history_rows(self.job_id, size), args.batch_size)
+        inserted = harness.insert_rows(self.app, BackupRun.__table__, history_rows(self.job_id, size), args.batch_size)
         self.insert_seconds = time.perf_counter() - started
         log.info("Inserted %d history runs in %.1f s (%.0f rows/s)", inserted, self.insert_seconds,
                  inserted / self.insert_seconds)
-        insert_rows(self.app, fresh_rows(self.job_id, fresh_count), args.batch_size)
+        harness.insert_rows(self.app, BackupRun.__table__, fresh_rows(self.job_id, fresh_count), args.batch_size)
         if database == "postgres":
             # Autovacuum would analyze the table eventually, so analyze it now
             # and the plan does not depend on when autovacuum last ran.
@@ -331,16 +310,7 @@ def print_report(args, rows, versions):
 def main():
     harness.configure_logging()
     args = parse_args()
-    databases = ["sqlite", "postgres"] if args.database == "both" else [args.database]
-    versions = {}
-    if "postgres" in databases:
-        reason = harness.postgres_unreachable_reason(args.postgres_url)
-        if reason:
-            display_url = sqlalchemy.make_url(args.postgres_url).render_as_string(hide_password=True)
-            print(f"PostgreSQL at {display_url} is not reachable, so its measurements are skipped: {reason}")
-            databases.remove("postgres")
-        else:
-            versions["PostgreSQL"] = harness.postgres_version(args.postgres_url)
+    databases, versions = harness.reachable_databases(args.database, args.postgres_url)
     rows = []
     for database in databases:
         rows.extend(run_database(database, args))

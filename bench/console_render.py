@@ -30,7 +30,6 @@ from datetime import timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import sqlalchemy  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from bench import harness  # noqa: E402
@@ -220,26 +219,6 @@ def alert_rows(count, job_ids, user_id, history_end):
         }
 
 
-def insert_rows(app, table, rows, batch_size):
-    """Insert `rows` into `table` with Core executemany, `batch_size` rows a call, in one transaction."""
-    from app.extensions import db
-
-    statement = table.insert()
-    inserted = 0
-    with app.app_context(), db.engine.begin() as conn:
-        batch = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) == batch_size:
-                conn.execute(statement, batch)
-                inserted += len(batch)
-                batch = []
-        if batch:
-            conn.execute(statement, batch)
-            inserted += len(batch)
-    return inserted
-
-
 class ConsoleDatabase:
     """A fresh migrated database with the given numbers of jobs, runs and alerts, and a logged-in client."""
 
@@ -277,7 +256,7 @@ class ConsoleDatabase:
             db.session.add(admin)
             db.session.commit()
             admin_id = admin.id
-        insert_rows(self.app, BackupJob.__table__, job_rows(self.sizes["jobs"], history_end), batch_size)
+        harness.insert_rows(self.app, BackupJob.__table__, job_rows(self.sizes["jobs"], history_end), batch_size)
         with self.app.app_context():
             job_ids = db.session.execute(db.select(BackupJob.id).order_by(BackupJob.id)).scalars().all()
         counts = runs_per_job(self.sizes["runs"], len(job_ids))
@@ -285,10 +264,10 @@ class ConsoleDatabase:
         self.busiest_job_id, self.busiest_job_runs = job_ids[0], counts[0]
 
         runs_started = time.perf_counter()
-        runs = insert_rows(self.app, BackupRun.__table__, run_rows(job_ids, counts, history_end), batch_size)
+        runs = harness.insert_rows(self.app, BackupRun.__table__, run_rows(job_ids, counts, history_end), batch_size)
         self.runs_seconds = time.perf_counter() - runs_started
         alerts_started = time.perf_counter()
-        alerts = insert_rows(self.app, Alert.__table__, alert_rows(self.sizes["alerts"], job_ids, admin_id, history_end),
+        alerts = harness.insert_rows(self.app, Alert.__table__, alert_rows(self.sizes["alerts"], job_ids, admin_id, history_end),
                              batch_size)
         self.alerts_seconds = time.perf_counter() - alerts_started
         if database == "postgresql":
@@ -531,16 +510,7 @@ def _format_counts(counts):
 def main():
     harness.configure_logging()
     args = parse_args()
-    databases = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
-    versions = {}
-    if "postgresql" in databases:
-        reason = harness.postgres_unreachable_reason(args.postgres_url)
-        if reason:
-            display_url = sqlalchemy.make_url(args.postgres_url).render_as_string(hide_password=True)
-            print(f"PostgreSQL at {display_url} is not reachable, so its measurements are skipped: {reason}")
-            databases.remove("postgresql")
-        else:
-            versions["PostgreSQL"] = harness.postgres_version(args.postgres_url)
+    databases, versions = harness.reachable_databases(args.database, args.postgres_url, "postgresql")
     rows, builds = [], {}
     for database in databases:
         database_rows, builds[database] = run_database(database, args)

@@ -155,6 +155,48 @@ def postgres_unreachable_reason(admin_url):
     return None
 
 
+def reachable_databases(choice, postgres_url, postgres_name="postgres"):
+    """Return (databases, versions) for a --database choice, leaving out an unreachable PostgreSQL.
+
+    `postgres_name` is what the script calls PostgreSQL in its list
+    ("postgres" or "postgresql"); `versions` then has PostgreSQL's version.
+    """
+    databases = ["sqlite", postgres_name] if choice == "both" else [choice]
+    versions = {}
+    if postgres_name in databases:
+        reason = postgres_unreachable_reason(postgres_url)
+        if reason:
+            display_url = sqlalchemy.make_url(postgres_url).render_as_string(hide_password=True)
+            print(f"PostgreSQL at {display_url} is not reachable, so its measurements are skipped: {reason}")
+            databases.remove(postgres_name)
+        else:
+            versions["PostgreSQL"] = postgres_version(postgres_url)
+    return databases, versions
+
+
+def insert_rows(app, table, rows, batch_size):
+    """Insert `rows` into `table` with Core executemany, `batch_size` rows a call, in one transaction.
+
+    Returns the number of rows inserted.
+    """
+    from app.extensions import db
+
+    statement = table.insert()
+    inserted = 0
+    with app.app_context(), db.engine.begin() as conn:
+        batch = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == batch_size:
+                conn.execute(statement, batch)
+                inserted += len(batch)
+                batch = []
+        if batch:
+            conn.execute(statement, batch)
+            inserted += len(batch)
+    return inserted
+
+
 def postgres_version(url):
     with _admin_connection(url) as conn, conn.cursor() as cursor:
         cursor.execute("SHOW server_version")

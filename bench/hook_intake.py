@@ -29,7 +29,6 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import redis  # noqa: E402
-import sqlalchemy  # noqa: E402
 
 from bench import harness  # noqa: E402
 
@@ -350,13 +349,7 @@ def main():
     harness.configure_logging()
     args = parse_args()
     kind = choose_load_generator(args.load_generator)
-    databases = ["sqlite", "postgres"] if args.database == "both" else [args.database]
-    if "postgres" in databases:
-        reason = harness.postgres_unreachable_reason(args.postgres_url)
-        if reason:
-            display_url = sqlalchemy.make_url(args.postgres_url).render_as_string(hide_password=True)
-            print(f"PostgreSQL at {display_url} is not reachable, so its measurements are skipped: {reason}")
-            databases.remove("postgres")
+    databases, _ = harness.reachable_databases(args.database, args.postgres_url)
     if not databases:
         return 0
 

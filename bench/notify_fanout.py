@@ -40,7 +40,6 @@ from email.utils import parseaddr
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import redis  # noqa: E402
-import sqlalchemy  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from bench import harness  # noqa: E402
@@ -675,16 +674,7 @@ def _format_list(values):
 def main():
     harness.configure_logging()
     args = parse_args()
-    databases = ["sqlite", "postgres"] if args.database == "both" else [args.database]
-    versions = {}
-    if "postgres" in databases:
-        reason = harness.postgres_unreachable_reason(args.postgres_url)
-        if reason:
-            display_url = sqlalchemy.make_url(args.postgres_url).render_as_string(hide_password=True)
-            print(f"PostgreSQL at {display_url} is not reachable, so its measurements are skipped: {reason}")
-            databases.remove("postgres")
-        else:
-            versions["PostgreSQL"] = harness.postgres_version(args.postgres_url)
+    databases, versions = harness.reachable_databases(args.database, args.postgres_url)
     versions["RQ"] = importlib.metadata.version("rq")
     versions["redis-py"] = importlib.metadata.version("redis")
     versions["aiosmtpd"] = importlib.metadata.version("aiosmtpd")

@@ -213,7 +213,7 @@ def test_snippets_contain_the_urls(app, admin_client, client):
     assert f'<code id="hook-url">{hook_url}</code>' in page
     assert f'<code id="ping-url">{ping_url}</code>' in page
     # curl: a JSON report, and pings with /start and the exit status
-    assert f"-H 'Content-Type: application/json'" in text
+    assert "-H 'Content-Type: application/json'" in text
     assert f"  {hook_url}\n" in text
     assert f"URL={ping_url}\n" in text
     assert 'curl -fsS -m 10 --retry 3 -o /dev/null "$URL/start"' in text
