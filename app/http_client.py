@@ -147,10 +147,10 @@ def _ascii_host(hostname):
         raise InvalidURL(f"host {hostname!r} is not a valid host name") from None
 
 
-def parse_networks(value):
+def parse_networks(value, setting=ALLOWED_NETWORKS_SETTING):
     """Return the networks in `value`, a comma-separated string or a list of CIDRs.
 
-    Raises InvalidSetting naming the entry that is not a network.
+    Raises InvalidSetting naming the entry that is not a network and the `setting` it came from.
     """
     items = value.split(",") if isinstance(value, str) else list(value or ())
     networks = []
@@ -162,7 +162,7 @@ def parse_networks(value):
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
             raise InvalidSetting(
-                f"invalid network {text!r} in {ALLOWED_NETWORKS_SETTING}: "
+                f"invalid network {text!r} in {setting}: "
                 "expected comma-separated CIDRs such as 10.0.0.0/8 or fd12:3456::/48"
             ) from None
     return networks

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 
 from app.extensions import db
+from app.http_client import InvalidSetting, parse_networks
 from app.models import Alert, BackupJob, BackupRun, Delivery, Severity, StorageBackend, UsageReading
 from app.models.alerts import OPEN_STATUSES
 from app.models.jobs import RUN_KINDS, RUN_STATUSES
@@ -31,10 +32,6 @@ bp = Blueprint("metrics", __name__)
 
 TOKEN_ENVIRONMENT = "BACKWATCH_METRICS_TOKEN"
 NETWORKS_ENVIRONMENT = "BACKWATCH_METRICS_ALLOWED_NETWORKS"
-
-
-class InvalidNetworkSetting(ValueError):
-    """BACKWATCH_METRICS_ALLOWED_NETWORKS contains an entry that is not a network."""
 
 
 @bp.get("/metrics")
@@ -70,8 +67,8 @@ def _check_access():
 
     if networks_setting.strip():
         try:
-            networks = parse_networks(networks_setting)
-        except InvalidNetworkSetting as exc:
+            networks = parse_networks(networks_setting, NETWORKS_ENVIRONMENT)
+        except InvalidSetting as exc:
             log.error("GET /metrics: %s", exc)
             return _reject(503, f"Metrics are unavailable until the setting is fixed: {exc}")
         if address_allowed(request.remote_addr, networks):
@@ -93,23 +90,6 @@ def _bearer_token_matches(expected):
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(presented.strip().encode("utf-8"), expected.encode("utf-8"))
-
-
-def parse_networks(value):
-    """Return the networks in a comma-separated list of CIDRs or single addresses."""
-    networks = []
-    for entry in value.split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise InvalidNetworkSetting(
-                f"invalid network {entry!r} in {NETWORKS_ENVIRONMENT}; "
-                "expected a CIDR such as 10.0.0.0/8 or fd00::/8, or a single address"
-            ) from None
-    return networks
 
 
 def address_allowed(remote_addr, networks):

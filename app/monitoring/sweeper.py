@@ -27,14 +27,7 @@ def enqueue_unchecked_runs(now=None):
         .order_by(BackupRun.received_at)
         .limit(SWEEP_BATCH)
     ).scalars().all()
-    enqueued = 0
-    for run_id in run_ids:
-        if not enqueue_run_check(run_id):
-            break
-        enqueued += 1
-    if run_ids:
-        log.info("Sweeper: enqueued %s of %s unchecked runs", enqueued, len(run_ids))
-    return enqueued
+    return _enqueue_each(run_ids, enqueue_run_check, "unchecked runs")
 
 
 def enqueue_unchecked_artifacts(now=None):
@@ -53,14 +46,7 @@ def enqueue_unchecked_artifacts(now=None):
         .order_by(BackupRun.checked_at)
         .limit(SWEEP_BATCH)
     ).scalars().all()
-    enqueued = 0
-    for run_id in run_ids:
-        if not enqueue_artifact_check(run_id):
-            break
-        enqueued += 1
-    if run_ids:
-        log.info("Sweeper: enqueued %s of %s artifact checks", enqueued, len(run_ids))
-    return enqueued
+    return _enqueue_each(run_ids, enqueue_artifact_check, "artifact checks")
 
 
 def enqueue_stalled_deliveries(now=None):
@@ -102,12 +88,19 @@ def enqueue_stalled_deliveries(now=None):
         .order_by(Delivery.id)
         .limit(SWEEP_BATCH)
     ).scalars().all()
-    ids = sorted(set(released) | set(waiting))
+    return _enqueue_each(sorted(set(released) | set(waiting)), enqueue_delivery, "pending deliveries")
+
+
+def _enqueue_each(ids, enqueue, what):
+    """Enqueue each id until Redis fails; log and return how many were enqueued.
+
+    The ones left are still in the database, so the next sweep finds them.
+    """
     enqueued = 0
-    for delivery_id in ids:
-        if not enqueue_delivery(delivery_id):
+    for item_id in ids:
+        if not enqueue(item_id):
             break
         enqueued += 1
     if ids:
-        log.info("Sweeper: enqueued %s of %s pending deliveries", enqueued, len(ids))
+        log.info("Sweeper: enqueued %s of %s %s", enqueued, len(ids), what)
     return enqueued
