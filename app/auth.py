@@ -61,8 +61,8 @@ def login():
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
         # The email field is not logged: people sometimes type a password there.
-        who = f"user {user.id}" if user is not None else "an unknown email"
-        log.info("Login failed for %s from %s", who, request.remote_addr)
+        subject = f"user {user.id}" if user is not None else "an unknown email"
+        log.info("Login failed for %s from %s", subject, request.remote_addr)
         flash("Invalid email or password.", "error")
         return render_template("login.html", form=form), 401
     status = 400 if form.errors else 200

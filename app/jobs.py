@@ -112,7 +112,7 @@ def check_missed_backups():
 
 
 def send_alert_reminders():
-    """Remind people of ACTIVE alerts nobody has acknowledged."""
+    """Send reminders of ACTIVE alerts that are not acknowledged."""
     from app.monitoring.lifecycle import send_reminders
     from app.notifications.dispatcher import commit_and_dispatch
 

@@ -27,7 +27,8 @@ def test_bad_schedule_names_the_option_and_writes_nothing(app):
         (("--interval", "10"), "--interval"),
     ):
         result = invoke(app, "jobs", "create", "nightly-db", *args)
-        assert result.exit_code == 2 and option in result.output, result.output
+        assert result.exit_code == 2, result.output
+        assert option in result.output, result.output
     with app.app_context():
         assert db.session.execute(db.select(BackupJob)).first() is None
 
@@ -35,7 +36,8 @@ def test_bad_schedule_names_the_option_and_writes_nothing(app):
 def test_schedule_command_prints_next_expected_run(app):
     invoke(app, "jobs", "create", "files")
     result = invoke(app, "jobs", "schedule", "files", "--interval", "3600", "--grace", "600")
-    assert result.exit_code == 0 and "next run expected at" in result.output
+    assert result.exit_code == 0
+    assert "next run expected at" in result.output
     result = invoke(app, "jobs", "schedule", "files")
     assert "no schedule" in result.output
     assert invoke(app, "jobs", "schedule", "nope", "--interval", "3600").exit_code == 1
@@ -47,7 +49,8 @@ def test_silence_add_and_end(app):
     assert result.exit_code == 0, result.output
     with app.app_context():
         silence = db.session.execute(db.select(Silence)).scalar_one()
-        assert silence.reason == "disk swap" and silence.ends_at > utcnow()
+        assert silence.reason == "disk swap"
+        assert silence.ends_at > utcnow()
         silence_id = silence.id
     assert invoke(app, "silences", "end", str(silence_id)).exit_code == 0
     with app.app_context():

@@ -94,13 +94,14 @@ def test_job_without_schedule_is_not_checked(ctx):
 # Missed backups
 
 
-def test_missed_run_raises_one_alert_and_a_report_resolves_it(ctx):
+def test_missed_run_alert_and_resolution(ctx):
     job = make_scheduled_job(datetime(2026, 6, 1, 12, tzinfo=UTC), schedule_cron="0 2 * * *")
     tick(datetime(2026, 6, 2, 2, tzinfo=UTC), datetime(2026, 6, 2, 2, 55, tzinfo=UTC))
     assert missed_alerts() == []
     tick(datetime(2026, 6, 2, 3, tzinfo=UTC), datetime(2026, 6, 4, 12, tzinfo=UTC), step=timedelta(minutes=30))
     [alert] = missed_alerts()
-    assert alert.status == "ACTIVE" and alert.occurrences == 1
+    assert alert.status == "ACTIVE"
+    assert alert.occurrences == 1
     assert alert.details["expected_at"] == "2026-06-02T02:00:00+00:00"
     raised = db.session.execute(db.select(AlertEvent).where(AlertEvent.event == "raised")).scalars().all()
     assert len(raised) == 1
@@ -146,7 +147,7 @@ def test_night_clocks_go_forward_expects_one_run(ctx, cron):
 
 
 @pytest.mark.parametrize("cron", ["30 1 * * *", "30 2 * * *"])
-def test_one_report_on_the_night_clocks_go_back_raises_nothing(ctx, cron):
+def test_clocks_back_one_report_suffices(ctx, cron):
     job = make_scheduled_job(berlin(2026, 10, 24, 12, 0), schedule_cron=cron, schedule_timezone="Europe/Berlin")
     hour = int(cron.split()[1])
     # The run reports 20 minutes after its time, on the first pass of that hour.
@@ -156,7 +157,7 @@ def test_one_report_on_the_night_clocks_go_back_raises_nothing(ctx, cron):
 
 
 @pytest.mark.parametrize("cron", ["30 1 * * *", "30 2 * * *"])
-def test_missed_night_clocks_go_back_raises_at_most_one_alert(ctx, cron):
+def test_clocks_back_missed_alert_once(ctx, cron):
     make_scheduled_job(berlin(2026, 10, 24, 12, 0), schedule_cron=cron, schedule_timezone="Europe/Berlin")
     tick(berlin(2026, 10, 24, 12, 0), berlin(2026, 10, 25, 12, 0))
     [alert] = missed_alerts()
@@ -175,7 +176,7 @@ def test_night_clocks_go_forward_one_report_suffices(ctx, cron):
 # Runs that take too long
 
 
-def test_start_without_finish_raises_running_too_long_and_the_finish_resolves_it(ctx):
+def test_unfinished_start_runs_too_long(ctx):
     job = make_scheduled_job(datetime(2026, 6, 1, tzinfo=UTC), max_run_seconds=2 * 3600)
     started = datetime(2026, 6, 1, 1, 0, tzinfo=UTC)
     db.session.add(RunStart(job_id=job.id, client_run_id="r1", started_at=started, received_at=started))
@@ -196,7 +197,8 @@ def test_start_without_finish_raises_running_too_long_and_the_finish_resolves_it
     assert created
     process_run(run_id, now=finished)
     run = db.session.get(BackupRun, run_id)
-    assert run.started_at == started and run.duration_seconds == 3 * 3600 + 600
+    assert run.started_at == started
+    assert run.duration_seconds == 3 * 3600 + 600
     db.session.refresh(alert)
     assert alert.status == "RESOLVED"
     assert db.session.scalar(db.select(db.func.count()).select_from(RunStart)) == 0

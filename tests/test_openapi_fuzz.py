@@ -1,10 +1,10 @@
 """The OpenAPI description: valid, in step with the routes, and true of the hooks under fuzzing.
 
-Schemathesis generates requests to the hook and ping operations from the
-description served at /api/v1/openapi.json, valid ones and invalid ones,
-sends them to the app in-process (WSGI) and checks each response: no 5xx, a
-documented status, content type, headers and body, and no row stored by a
-rejected request.
+Schemathesis generates valid and invalid requests to the hook and ping
+operations from the description served at /api/v1/openapi.json, and sends
+them to the app in-process (WSGI). Each response must have no 5xx status, a
+documented status, content type, headers and body. A rejected request must
+store no row.
 """
 
 import re
@@ -39,9 +39,9 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-# Generated requests per operation and generation mode. The pings share
-# one handler and take only a token, an optional rid and a log body, so
-# fewer examples cover them; the JSON hooks get the most.
+# Generated requests per operation and generation mode. The pings share one
+# handler and take only a token, an optional rid and a log body, so fewer
+# examples cover them. The JSON hooks get the most.
 MAX_EXAMPLES = {"/hooks/": 150, "/ping/": 30}
 # Hook tokens are secrets.token_urlsafe() strings.
 URLSAFE = string.ascii_letters + string.digits + "-_"

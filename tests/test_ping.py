@@ -332,7 +332,8 @@ def test_ping_log_without_start_answers_ok(app, client, make_job):
     _, token = make_job()
     response = client.post(f"/ping/{token}/log", data=b"orphan\n")
     assert response.status_code == 200
-    assert runs(app) == [] and starts(app) == []
+    assert runs(app) == []
+    assert starts(app) == []
 
 
 def test_ping_enqueues_check(client, make_job, queue):

@@ -34,13 +34,13 @@ WEBHOOK_SECRET = "recovery-test-secret-0123456789abcdef"
 WAIT_SECONDS = 30
 
 
-def wait_for(condition, what):
+def wait_for(condition, description):
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {description}")
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_killed_check_is_swept(app, client, make_job, database_url, receiver,
 
 def test_killed_send_is_swept(app, make_job, receiver, worker_process):
     job_id, _ = make_job("nightly-db")
-    # The receiver holds the first request for up to 5 s, long enough to kill the worker mid-send.
+    # The receiver delays its response to the first request by up to 5 s, long enough to kill the worker mid-send.
     receiver.delay = 5
     worker = worker_process()
     with app.app_context():
@@ -196,7 +196,7 @@ def test_killed_send_is_swept(app, make_job, receiver, worker_process):
         [delivery] = db.session.execute(db.select(Delivery)).scalars().all()
         assert (delivery.status, delivery.attempts) == ("sent", 2)
         assert db.session.scalar(db.select(db.func.count()).select_from(AlertEvent)) == 1
-    # The killed attempt reached the receiver but got no answer; the retry
+    # The killed attempt reached the receiver but got no response. The retry
     # carries the same delivery id, so a receiver can tell it is the same message.
     assert len(receiver.requests) == 2
     ids = {request["headers"]["X-Backwatch-Delivery"] for request in receiver.requests}
@@ -235,7 +235,7 @@ def test_redis_outage_loses_nothing(app, database_url, make_job, receiver, tmp_p
     tokens = [make_job(f"job-{n}")[1] for n in range(3)]
     client = outage_app.test_client()
 
-    # Redis is not running: every hook still answers 202 and keeps its run.
+    # Redis is not running: every hook still returns 202 and stores its run.
     run_ids = [post_failure(client, token) for token in tokens]
     with outage_app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(BackupRun)) == 3

@@ -65,7 +65,7 @@ def test_two_schedulers_enqueue_a_due_job_once(app, ctx):
     assert len(scheduled_ids(first)) == len(PERIODIC_JOBS)
 
 
-def test_a_second_scheduler_waits_for_the_lock(ctx):
+def test_scheduler_lock_excludes_second(ctx):
     first, second = get_scheduler(), get_scheduler()
     assert first.acquire_lock()
     assert not second.acquire_lock()

@@ -79,11 +79,11 @@ def filtered_list_url(endpoint, *conditions, **url_args):
         if getattr(view, "endpoint", None) == endpoint
     )
     for position, (column, filter_class, value) in enumerate(conditions):
-        wanted = _column_identity(column)
+        expected = _column_identity(column)
         for index, flt in enumerate(view._filters or ()):
-            if isinstance(flt, filter_class) and _column_identity(flt.column) == wanted:
+            if isinstance(flt, filter_class) and _column_identity(flt.column) == expected:
                 url_args[f"flt{position}_{view.get_filter_arg(index, flt)}"] = value
                 break
         else:
-            raise LookupError(f"{endpoint} has no {filter_class.__name__} filter on {wanted[0]}.{wanted[1]}")
+            raise LookupError(f"{endpoint} has no {filter_class.__name__} filter on {expected[0]}.{expected[1]}")
     return url_for(f"{endpoint}.index_view", **url_args)

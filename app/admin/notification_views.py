@@ -263,8 +263,8 @@ class UserView(AdminOnlyMixin, SecureModelView):
             raise ValidationError("password: a new user needs a password")
         model.email = model.email.strip().lower()
         with db.session.no_autoflush:
-            taken = db.session.scalar(db.select(User.id).where(User.email == model.email, User.id != model.id))
-        if taken is not None:
+            existing_id = db.session.scalar(db.select(User.id).where(User.email == model.email, User.id != model.id))
+        if existing_id is not None:
             raise ValidationError(f"email: another user already has the address {model.email}")
         if model.phone_number:
             try:

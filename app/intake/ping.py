@@ -34,7 +34,7 @@ EXIT_STATUS_RANGE = (0, 255)
 # The length limit of BackupRun.client_run_id and RunStart.client_run_id.
 RID_MAX_CHARS = 200
 TEXT_PLAIN = "text/plain; charset=utf-8"
-# What _parse_action returns for /log, next to the run statuses and START_STATUS.
+# The status _parse_action returns for /log, besides the run statuses and START_STATUS.
 LOG_PING = "log"
 
 
@@ -63,8 +63,8 @@ def ping(token, action=None):
         return _text_response(exc.status, exc.message)
 
     if status == LOG_PING:
-        # The finish takes this text with the start. Without a start the
-        # text has no run to belong to, and healthchecks.io answers OK too.
+        # The finish takes this text with the start. Without a start the text
+        # belongs to no run, and the response is OK, as healthchecks.io sends.
         if log_text and not append_start_log(job, rid, log_text):
             log.info("Job %s: log ping with no run going on, %d characters not kept", job.id, len(log_text))
         return _ok_response()

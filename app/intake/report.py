@@ -23,7 +23,7 @@ FIELDS = {
     "exit_code", "error", "log", "storage_backend", "run_id", "object_key", "sha256",
 }
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-# A start report says a run began; its finish comes in a later report.
+# A start report marks the beginning of a run; its finish comes in a later report.
 START_STATUS = "started"
 START_FIELDS = {"kind", "status", "started_at", "run_id"}
 

@@ -123,10 +123,10 @@ def append_start_log(job, client_run_id, text):
 
 def keep_tail(text):
     """Return (text, cut bytes): the end of `text` within LOG_TAIL_MAX_BYTES, marked when cut."""
-    kept, cut = tail(text, current_app.config["LOG_TAIL_MAX_BYTES"])
+    text_tail, cut = tail(text, current_app.config["LOG_TAIL_MAX_BYTES"])
     if cut:
-        kept = truncation_marker(cut) + kept
-    return kept, cut
+        text_tail = truncation_marker(cut) + text_tail
+    return text_tail, cut
 
 
 def _find_start(job_id, client_run_id):

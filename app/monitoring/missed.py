@@ -194,9 +194,9 @@ def pause_job_checks(job, user=None, now=None):
     The caller sets job.paused and commits with commit_and_dispatch().
     """
     now = now or utcnow()
-    who = f" by {user.email}" if user is not None else ""
+    by_user = f" by {user.email}" if user is not None else ""
     for alert_type in ("MISSED_BACKUP", "RUNNING_TOO_LONG"):
-        resolve_alerts(alert_type, job=job, now=now, reason=f"job paused{who}")
+        resolve_alerts(alert_type, job=job, now=now, reason=f"job paused{by_user}")
 
 
 def _readable(moment):
