@@ -202,3 +202,19 @@ def test_unfinished_start_runs_too_long(ctx):
     db.session.refresh(alert)
     assert alert.status == "RESOLVED"
     assert db.session.scalar(db.select(db.func.count()).select_from(RunStart)) == 0
+
+
+def test_overdue_start_alerts_once(ctx):
+    from app.monitoring.lifecycle import resolve_alert
+
+    job = make_scheduled_job(datetime(2026, 6, 1, tzinfo=UTC), max_run_seconds=3600)
+    started = datetime(2026, 6, 1, 1, 0, tzinfo=UTC)
+    db.session.add(RunStart(job_id=job.id, started_at=started, received_at=started))
+    db.session.commit()
+    assert check_missed_backups(started + timedelta(hours=2)) == (0, 1)
+    [alert] = db.session.execute(db.select(Alert)).scalars().all()
+    # The machine rebooted mid-run, and a person resolves the alert: the abandoned start does not raise it again.
+    resolve_alert(alert.id, None, now=started + timedelta(hours=3))
+    db.session.commit()
+    assert check_missed_backups(started + timedelta(hours=4)) == (0, 0)
+    assert db.session.scalar(db.select(db.func.count()).select_from(Alert)) == 1

@@ -411,3 +411,16 @@ def test_ping_runitor_requests(app, client, make_job, clock):
     [run] = runs(app)
     assert (run.status, run.exit_code, run.duration_seconds) == ("failure", 2, 42)
     assert run.log_tail == output.decode()
+
+
+def test_second_start_replaces_first(app, client, make_job, clock):
+    _, token = make_job()
+    client.post(f"/ping/{token}/start", data=b"first\n")
+    clock.advance(600)
+    client.post(f"/ping/{token}/start", data=b"second\n")
+    assert starts(app) == [None]
+    clock.advance(30)
+    client.get(f"/ping/{token}/0")
+    [run] = runs(app)
+    assert run.duration_seconds == 30
+    assert run.log_tail == "second\n"

@@ -77,21 +77,19 @@ def store_run(job, report, received_at):
 def record_start(job, report, received_at):
     """Store a start report of `job` and commit; return the RunStart id.
 
-    A second start with the same run id updates the first one.
+    A second start with the same run id replaces the first one. So does a
+    second start without a run id, as with healthchecks.io: the earlier run
+    is taken as abandoned, so it cannot stay overdue forever.
     """
     job_id = job.id
-    start = None
-    if report.client_run_id is not None:
-        start = db.session.execute(
-            db.select(RunStart).where(RunStart.job_id == job_id, RunStart.client_run_id == report.client_run_id)
-        ).scalar_one_or_none()
+    start = _find_start(job_id, report.client_run_id)
     if start is None:
         start = RunStart(job_id=job_id, client_run_id=report.client_run_id)
         db.session.add(start)
     start.started_at = report.started_at
     start.received_at = received_at
-    if report.log_tail:
-        start.log_tail, _ = keep_tail(report.log_tail)
+    start.overdue_reported_at = None
+    start.log_tail = keep_tail(report.log_tail)[0] if report.log_tail else None
     try:
         db.session.flush()
         start_id = start.id

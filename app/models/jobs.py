@@ -169,5 +169,7 @@ class RunStart(db.Model):
     received_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     # Output sent while the run goes on (a start or log ping's body); the finish takes it.
     log_tail: Mapped[str | None] = mapped_column(Text)
+    # When this start first counted as overdue, so that it raises RUNNING_TOO_LONG once.
+    overdue_reported_at = mapped_column(UTCDateTime)
 
     job = relationship("BackupJob")

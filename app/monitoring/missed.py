@@ -140,18 +140,25 @@ def _check_schedules(now):
 
 
 def _check_long_runs(now):
-    """Raise RUNNING_TOO_LONG for starts older than their job's maximum run time; resolve cleared ones."""
+    """Raise RUNNING_TOO_LONG for starts older than their job's maximum run time; resolve cleared ones.
+
+    Each start raises the alert once. A start that will never finish (the
+    machine rebooted) does not raise it again after a person resolves it.
+    """
     starts = db.session.execute(
         db.select(RunStart).join(BackupJob).where(BackupJob.paused.is_(False))
         .order_by(RunStart.started_at).limit(STARTS_BATCH)
     ).scalars().all()
-    overdue = {}
+    overdue, unreported = {}, {}
     for start in starts:
         if now - start.started_at > max_run(start.job):
             overdue.setdefault(start.job_id, start)
+            if start.overdue_reported_at is None:
+                unreported.setdefault(start.job_id, start)
+                start.overdue_reported_at = now
     raised = 0
     already_open = _open_keys("RUNNING_TOO_LONG")
-    for start in overdue.values():
+    for start in unreported.values():
         job = start.job
         if dedup_key("RUNNING_TOO_LONG", job=job) in already_open:
             continue

@@ -35,6 +35,7 @@ def upgrade():
     sa.Column('started_at', sa.DateTime(), nullable=False),
     sa.Column('received_at', sa.DateTime(), nullable=False),
     sa.Column('log_tail', sa.Text(), nullable=True),
+    sa.Column('overdue_reported_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['backup_jobs.id'], name=op.f('fk_run_starts_job_id_backup_jobs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_run_starts')),
     sa.UniqueConstraint('job_id', 'client_run_id', name=op.f('uq_run_starts_job_id'))
